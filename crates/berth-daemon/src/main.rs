@@ -1,1 +1,142 @@
-fn main() {}
+#![recursion_limit = "256"]
+//! `berthd`: the berth daemon. Flags → configuration → `Daemon::start` (store + recovery)
+//! → the Engine API on a unix socket.
+
+mod changes;
+mod config;
+mod containers;
+mod daemon;
+mod error;
+mod events;
+mod http;
+mod images;
+mod system;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use crate::config::{BUILTIN_RUNTIME, Config, FileConfig};
+
+/// Flags, named like dockerd's.
+#[derive(Debug, Parser)]
+#[command(name = "berthd", version, about = "The berth container engine daemon (Docker Engine API compatible)")]
+struct Flags {
+    /// Socket to listen on (unix:///path).
+    #[arg(short = 'H', long = "host")]
+    host: Option<String>,
+    /// Root of persistent state.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// Root of volatile state (shim sockets, bundles).
+    #[arg(long)]
+    exec_root: Option<PathBuf>,
+    /// daemon.json-compatible configuration file.
+    #[arg(long = "config-file", alias = "config")]
+    config: Option<PathBuf>,
+    /// Default runtime: `libcontainer` (built in) or a name from the config's `runtimes`.
+    #[arg(long = "default-runtime", alias = "runtime")]
+    default_runtime: Option<String>,
+    /// Log at debug level.
+    #[arg(short = 'D', long)]
+    debug: bool,
+}
+
+const DEFAULT_CONFIG: &str = "/etc/berth/daemon.json";
+
+fn resolve(flags: Flags) -> anyhow::Result<Config> {
+    let file = match &flags.config {
+        Some(p) => FileConfig::load(p)?,
+        None if Path::new(DEFAULT_CONFIG).exists() => FileConfig::load(Path::new(DEFAULT_CONFIG))?,
+        None => FileConfig::default(),
+    };
+    let host = flags
+        .host
+        .or_else(|| file.hosts.first().cloned())
+        .unwrap_or_else(|| "unix:///run/berth/berth.sock".into());
+    let Some(socket) = host.strip_prefix("unix://") else {
+        bail!("unsupported host {host}: only unix:// sockets are served");
+    };
+    let mut runtimes: std::collections::BTreeMap<String, PathBuf> =
+        file.runtimes.into_iter().map(|(k, v)| (k, v.path)).collect();
+    for (name, path) in [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun"), ("youki", "/usr/bin/youki")] {
+        if Path::new(path).exists() {
+            runtimes.entry(name.into()).or_insert_with(|| path.into());
+        }
+    }
+    let default_runtime = flags
+        .default_runtime
+        .or(file.default_runtime)
+        .unwrap_or_else(|| BUILTIN_RUNTIME.into());
+    if default_runtime != BUILTIN_RUNTIME && !runtimes.contains_key(&default_runtime) {
+        bail!("unknown default runtime {default_runtime}: configure it under \"runtimes\"");
+    }
+    Ok(Config {
+        socket: PathBuf::from(socket),
+        data_root: flags.data_root.or(file.data_root).unwrap_or_else(|| "/var/lib/berth".into()),
+        exec_root: flags.exec_root.or(file.exec_root).unwrap_or_else(|| "/run/berth".into()),
+        default_runtime,
+        runtimes,
+        shim_binary: find_shim()?,
+    })
+}
+
+/// The shim sits next to `berthd`, or on PATH.
+fn find_shim() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+        let candidate = dir.join("berth-shim");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("berth-shim"))
+        .find(|p| p.exists())
+        .context("berth-shim not found next to berthd or on PATH")
+}
+
+fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    let file_debug = flags.config.as_deref().and_then(|p| FileConfig::load(p).ok()).is_some_and(|f| f.debug);
+    let level = if flags.debug || file_debug { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = resolve(flags)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let socket = config.socket.clone();
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        bail!("another daemon is already serving {}", socket.display());
+    }
+    let _ = std::fs::remove_file(&socket);
+    let daemon = daemon::Daemon::start(config).await?;
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!(socket = %socket.display(), "berthd serving the Engine API");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        served = http::serve(listener, daemon) => served?,
+        _ = term.recv() => tracing::info!("terminating; containers keep running under their shims"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; containers keep running under their shims"),
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

@@ -1,14 +1,10 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Container networking for berth.
+//!
+//! For now this crate owns the per-container name-resolution files (`/etc/hosts`,
+//! `/etc/hostname`, `/etc/resolv.conf`). Bridges, veths, IPAM, port publishing and the embedded
+//! DNS server arrive with the networking issue and live here too.
+//!
+//! Architecture invariant: this crate knows containers only as (id, hostname, addresses); it
+//! never sees images, the store or Docker API types.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod files;

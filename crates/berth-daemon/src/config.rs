@@ -1,0 +1,65 @@
+//! Daemon configuration: command-line flags over a daemon.json-compatible file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The subset of daemon.json berth understands; unknown keys are ignored like dockerd's
+/// forward-compatible readers would not, but berth prefers starting over refusing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// `hosts`: sockets to listen on.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `data-root`.
+    pub data_root: Option<PathBuf>,
+    /// `exec-root`.
+    pub exec_root: Option<PathBuf>,
+    /// `default-runtime`: `libcontainer` or a key of `runtimes`.
+    pub default_runtime: Option<String>,
+    /// `runtimes`: name → `{ "path": ... }`.
+    #[serde(default)]
+    pub runtimes: std::collections::BTreeMap<String, RuntimeEntry>,
+    /// `debug`.
+    #[serde(default)]
+    pub debug: bool,
+}
+
+/// One entry of `runtimes`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RuntimeEntry {
+    /// Path of the OCI runtime binary.
+    pub path: PathBuf,
+}
+
+impl FileConfig {
+    /// Reads a daemon.json file.
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// The resolved configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Unix socket path the API is served on.
+    pub socket: PathBuf,
+    /// Persistent state: store, container dirs, logs.
+    pub data_root: PathBuf,
+    /// Volatile state: shim sockets and bundles (tmpfs-like, /run).
+    pub exec_root: PathBuf,
+    /// The runtime name new containers use by default.
+    pub default_runtime: String,
+    /// Named OCI runtime binaries; `libcontainer` (built into the shim) is always present.
+    pub runtimes: std::collections::BTreeMap<String, PathBuf>,
+    /// The shim binary to spawn per container.
+    pub shim_binary: PathBuf,
+}
+
+/// Name of the built-in runtime (youki's libcontainer linked into the shim).
+pub const BUILTIN_RUNTIME: &str = "libcontainer";

@@ -1,0 +1,319 @@
+//! Creating containers: merge the request with the image's config, reserve the name,
+//! prepare the writable layer, persist the record.
+
+use std::collections::HashMap;
+
+use berth_api::models::{ContainerConfig, HostConfig};
+use berth_store::image::ImageRecord;
+
+use super::{Container, ContainerRecord, RECORD_KIND, State};
+use crate::daemon::Daemon;
+use crate::error::{ServiceError, ServiceResult};
+
+/// What the client asked for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// `?name=`; generated when empty.
+    pub name: Option<String>,
+    /// The container config from the body.
+    pub config: ContainerConfig,
+    /// The host config from the body.
+    pub host_config: HostConfig,
+}
+
+/// Docker's default PATH, used when the image sets none.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Daemon {
+    /// Creates a container; returns its ID and warnings.
+    pub async fn create_container(&self, req: CreateRequest) -> ServiceResult<(String, Vec<String>)> {
+        let image_ref = req.config.image.clone().unwrap_or_default();
+        if image_ref.is_empty() {
+            return Err(ServiceError::invalid("config cannot be empty in order to create a container"));
+        }
+        let store = self.store.clone();
+        let lookup = image_ref.clone();
+        let image = tokio::task::spawn_blocking(move || store.resolve(&lookup)).await??;
+        let id = random_id();
+        let name = match req.name.as_deref().map(|n| n.trim_start_matches('/')) {
+            Some(n) if !n.is_empty() => {
+                validate_name(n)?;
+                n.to_string()
+            }
+            _ => generate_name(&id),
+        };
+        let config = merge_config(req.config, &image, &id)?;
+        let mut host_config = req.host_config;
+        validate_host_config(&mut host_config, &self.config.runtimes)?;
+        let words: Vec<String> = config
+            .entrypoint
+            .iter()
+            .flatten()
+            .chain(config.cmd.iter().flatten())
+            .cloned()
+            .collect();
+        let Some((path, args)) = words.split_first() else {
+            return Err(ServiceError::invalid("No command specified"));
+        };
+        let runtime = host_config
+            .runtime
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| self.config.default_runtime.clone());
+        let record = ContainerRecord {
+            id: id.clone(),
+            name,
+            created: chrono::Utc::now(),
+            image_id: image.id.to_string(),
+            config,
+            host_config,
+            path: path.clone(),
+            args: args.to_vec(),
+            runtime,
+            state: State::default(),
+        };
+        let container = Container::new(record.clone());
+        // Reserve the name first so a conflict costs nothing; undo it if anything later fails.
+        self.containers.insert(container.clone())?;
+        if let Err(e) = self.materialise(&record).await {
+            self.containers.remove(&id);
+            return Err(e);
+        }
+        self.container_event(&container, "create", HashMap::new());
+        Ok((id, Vec::new()))
+    }
+
+    /// Creates the writable layer, the container directory and the persisted record.
+    async fn materialise(&self, record: &ContainerRecord) -> ServiceResult<()> {
+        let store = self.store.clone();
+        let dir = self.container_dir(&record.id);
+        let id = record.id.clone();
+        let image_id = berth_store::digest::Digest::parse(&record.image_id)?;
+        let bytes = serde_json::to_vec(record).map_err(|e| ServiceError::internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || -> ServiceResult<()> {
+            std::fs::create_dir_all(&dir)?;
+            let prepared = store
+                .prepare_container(&id, &image_id)
+                .and_then(|_| store.put_record(RECORD_KIND, &id, &bytes));
+            if let Err(e) = prepared {
+                let _ = store.remove_container(&id);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e.into());
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Persists a container's current record.
+    pub(crate) async fn persist(&self, container: &Container) -> ServiceResult<()> {
+        let bytes = serde_json::to_vec(&*container.record())
+            .map_err(|e| ServiceError::internal(e.to_string()))?;
+        let store = self.store.clone();
+        let id = container.id.clone();
+        tokio::task::spawn_blocking(move || store.put_record(RECORD_KIND, &id, &bytes)).await??;
+        Ok(())
+    }
+
+    /// Publishes a container event with docker's attributes (labels, image, name).
+    pub(crate) fn container_event(
+        &self,
+        container: &Container,
+        action: &str,
+        mut extra: HashMap<String, String>,
+    ) {
+        let (image, name, labels) = {
+            let r = container.record();
+            (r.config.image.clone().unwrap_or_default(), r.name.clone(), r.config.labels.clone())
+        };
+        let mut attributes: HashMap<String, String> = labels.unwrap_or_default().into_iter().collect();
+        attributes.insert("image".into(), image);
+        attributes.insert("name".into(), name);
+        attributes.extend(extra.drain());
+        self.events.publish("container", action, &container.id, attributes);
+    }
+
+    /// Renames a container.
+    pub async fn rename_container(&self, reference: &str, new_name: &str) -> ServiceResult<()> {
+        let container = self.containers.get(reference)?;
+        let new_name = new_name.trim_start_matches('/');
+        validate_name(new_name)?;
+        let old = container.record().name.clone();
+        if old == new_name {
+            return Err(ServiceError::invalid("Renaming a container with the same name as its current name"));
+        }
+        self.containers.rename(&container.id, &old, new_name)?;
+        container.record().name = new_name.to_string();
+        if let Err(e) = self.persist(&container).await {
+            container.record().name = old.clone();
+            let _ = self.containers.rename(&container.id, new_name, &old);
+            return Err(e);
+        }
+        let attrs = HashMap::from([("oldName".to_string(), format!("/{old}"))]);
+        self.container_event(&container, "rename", attrs);
+        Ok(())
+    }
+}
+
+/// Applies the image's defaults the way Docker does: the request wins field by field;
+/// environment variables merge by key; an explicit entrypoint drops the image's cmd.
+fn merge_config(
+    mut config: ContainerConfig,
+    image: &ImageRecord,
+    id: &str,
+) -> ServiceResult<ContainerConfig> {
+    let image_config = image.config.config().clone().unwrap_or_default();
+    let entrypoint_given = config.entrypoint.is_some();
+    if !entrypoint_given {
+        config.entrypoint = image_config.entrypoint().clone();
+    } else if config.entrypoint.as_ref().is_some_and(|e| e.iter().all(String::is_empty)) {
+        // `--entrypoint ""` clears the image's entrypoint.
+        config.entrypoint = None;
+    }
+    if config.cmd.as_ref().is_none_or(Vec::is_empty) && !entrypoint_given {
+        config.cmd = image_config.cmd().clone();
+    }
+    let mut env: Vec<String> = image_config.env().clone().unwrap_or_default();
+    for var in config.env.take().unwrap_or_default() {
+        let key = var.split('=').next().unwrap_or_default().to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(var);
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    config.env = Some(env);
+    if config.working_dir.as_deref().is_none_or(str::is_empty) {
+        config.working_dir = image_config.working_dir().clone().filter(|w| !w.is_empty());
+    }
+    if config.working_dir.as_deref().is_some_and(|w| !w.starts_with('/')) {
+        return Err(ServiceError::invalid(format!(
+            "the working directory '{}' is invalid, it needs to be an absolute path",
+            config.working_dir.unwrap_or_default()
+        )));
+    }
+    if config.user.as_deref().is_none_or(str::is_empty) {
+        config.user = image_config.user().clone();
+    }
+    let mut labels: HashMap<String, String> =
+        image_config.labels().clone().unwrap_or_default().into_iter().collect();
+    labels.extend(config.labels.take().unwrap_or_default());
+    config.labels = Some(labels);
+    if config.stop_signal.as_deref().is_none_or(str::is_empty) {
+        config.stop_signal = image_config.stop_signal().clone();
+    }
+    let mut ports = image_config.exposed_ports().clone().unwrap_or_default();
+    ports.extend(config.exposed_ports.take().unwrap_or_default());
+    ports.sort();
+    ports.dedup();
+    config.exposed_ports = (!ports.is_empty()).then_some(ports);
+    if config.hostname.as_deref().is_none_or(str::is_empty) {
+        config.hostname = Some(id[..12].to_string());
+    }
+    config.domainname.get_or_insert_with(String::new);
+    config.image.get_or_insert_with(String::new);
+    for flag in [
+        &mut config.attach_stdin,
+        &mut config.attach_stdout,
+        &mut config.attach_stderr,
+        &mut config.tty,
+        &mut config.open_stdin,
+        &mut config.stdin_once,
+    ] {
+        flag.get_or_insert(false);
+    }
+    Ok(config)
+}
+
+/// Checks and normalises the host config: network modes this engine has, runtimes it knows.
+fn validate_host_config(
+    host: &mut HostConfig,
+    runtimes: &std::collections::BTreeMap<String, std::path::PathBuf>,
+) -> ServiceResult<()> {
+    let mode = host.network_mode.clone().unwrap_or_default();
+    let mode = match mode.as_str() {
+        "" | "default" => "bridge".to_string(),
+        other => other.to_string(),
+    };
+    if !matches!(mode.as_str(), "bridge" | "none" | "host") {
+        return Err(ServiceError::not_found(format!("network {mode} not found")));
+    }
+    host.network_mode = Some(mode);
+    if let Some(rt) = host.runtime.as_deref().filter(|r| !r.is_empty()) {
+        if rt != crate::config::BUILTIN_RUNTIME && !runtimes.contains_key(rt) {
+            return Err(ServiceError::invalid(format!("unknown or invalid runtime name: {rt}")));
+        }
+    }
+    let log = host.log_config.get_or_insert_with(Default::default);
+    match log.typ.as_deref() {
+        None | Some("") | Some("json-file") => log.typ = Some("json-file".into()),
+        Some(other) => {
+            return Err(ServiceError::invalid(format!(
+                "logger: no log driver named '{other}' is registered"
+            )));
+        }
+    }
+    log.config.get_or_insert_with(Default::default);
+    host.restart_policy.get_or_insert_with(|| berth_api::models::RestartPolicy {
+        name: Some(berth_api::models::RestartPolicyNameEnum::NO),
+        maximum_retry_count: Some(0),
+    });
+    Ok(())
+}
+
+/// Docker's container-name rule.
+fn validate_name(name: &str) -> ServiceResult<()> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok && name.len() > 1 {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
+    }
+}
+
+/// A fresh 64-hex-character container ID.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).unwrap_or_else(|_| {
+        // The kernel's CSPRNG failing is not recoverable in any useful way; fall back to
+        // time-derived bytes so creation still works.
+        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        bytes[..8].copy_from_slice(&nanos.to_le_bytes());
+    });
+    hex::encode(bytes)
+}
+
+/// A readable name like docker's `adjective_scientist`, derived from the ID.
+fn generate_name(id: &str) -> String {
+    const LEFT: &[&str] = &[
+        "brave", "calm", "clever", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid",
+        "merry", "nimble", "proud", "quiet", "sharp", "steady", "swift", "tender", "vivid", "witty",
+    ];
+    const RIGHT: &[&str] = &[
+        "anchor", "beacon", "buoy", "capstan", "compass", "dory", "ferry", "galley", "harbor",
+        "keel", "lantern", "mooring", "pier", "quay", "rudder", "schooner", "tiller", "wharf",
+    ];
+    let n = u64::from_str_radix(&id[..12], 16).unwrap_or_default();
+    let left = LEFT[(n % LEFT.len() as u64) as usize];
+    let right = RIGHT[((n / 64) % RIGHT.len() as u64) as usize];
+    format!("{left}_{right}_{}", &id[..4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dockers_rule() {
+        assert!(validate_name("web").is_ok());
+        assert!(validate_name("my_app.v1-2").is_ok());
+        assert!(validate_name("-bad").is_err());
+        assert!(validate_name("a").is_err());
+        assert!(validate_name("has space").is_err());
+        assert!(validate_name(&generate_name(&random_id())).is_ok());
+    }
+}

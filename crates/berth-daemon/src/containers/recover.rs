@@ -1,0 +1,64 @@
+//! Startup recovery: rebuild the index from the store, reconnect to live shims, and record
+//! the exits that happened while the daemon was away.
+
+use std::sync::Arc;
+
+use berth_runtime::client::ShimClient;
+
+use super::state::Status;
+use super::{Container, ContainerRecord, RECORD_KIND};
+use crate::daemon::Daemon;
+
+impl Daemon {
+    /// Loads every container record and reconciles it with its shim.
+    pub async fn recover_containers(&self) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let records = tokio::task::spawn_blocking(move || store.list_records(RECORD_KIND)).await??;
+        for (id, bytes) in records {
+            let record: ContainerRecord = match serde_json::from_slice(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(container = %id, "unreadable container record, skipped: {e}");
+                    continue;
+                }
+            };
+            let status = record.state.status;
+            let container = Container::new(record);
+            if let Err(e) = self.containers.insert(container.clone()) {
+                tracing::error!(container = %id, "duplicate container name on recovery: {e}");
+                continue;
+            }
+            match status {
+                s if s.is_active() => self.reconnect(container).await,
+                Status::Removing | Status::Dead => {
+                    if let Err(e) = self.remove_container(&id, true, false).await {
+                        tracing::warn!(container = %id, "finishing removal failed: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reattaches a container that was running when the daemon stopped.
+    async fn reconnect(&self, container: Arc<Container>) {
+        let dir = self.shim_dir(&container.id);
+        match ShimClient::connect(&dir).await {
+            Ok(shim) => {
+                let shim = Arc::new(shim);
+                container.set_shim(Some(shim.clone()));
+                tracing::info!(container = %container.id, "reconnected to shim");
+                // The watcher returns at once if the process already exited.
+                self.watch_exit(container, shim);
+            }
+            Err(e) => {
+                let status = berth_runtime::client::read_exit_file(&dir).unwrap_or_else(|| {
+                    tracing::warn!(container = %container.id, "shim gone without an exit record: {e}");
+                    super::lifecycle::unknown_exit()
+                });
+                self.handle_exit(&container, status).await;
+            }
+        }
+    }
+}

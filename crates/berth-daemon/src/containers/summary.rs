@@ -1,0 +1,278 @@
+//! Container views: `ps` summaries with their filters, and inspect.
+
+use std::collections::HashMap;
+
+use berth_api::filters::{Filters, labels_match};
+use berth_api::models::{
+    ContainerInspectResponse, ContainerState, ContainerSummary, ContainerSummaryHostConfig,
+    ContainerSummaryNetworkSettings, DriverData, NetworkSettings,
+};
+use chrono::{DateTime, Utc};
+
+use super::{ContainerRecord, Status};
+use crate::daemon::Daemon;
+use crate::error::{ServiceError, ServiceResult};
+
+/// `ps` options.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Include stopped containers.
+    pub all: bool,
+    /// Newest N only (`-n`); negative or zero means no limit.
+    pub limit: i64,
+    /// Compute sizes.
+    pub size: bool,
+    /// The filters.
+    pub filters: Filters,
+}
+
+const FILTERS: &[&str] = &[
+    "id", "name", "label", "status", "ancestor", "exited", "before", "since", "health", "network",
+    "volume", "publish", "expose", "is-task",
+];
+
+impl Daemon {
+    /// Lists containers like `GET /containers/json`.
+    pub fn list_containers(&self, opts: &ListOptions) -> ServiceResult<Vec<ContainerSummary>> {
+        opts.filters.check_names(FILTERS).map_err(|e| ServiceError::invalid(e.to_string()))?;
+        let mut records: Vec<ContainerRecord> =
+            self.containers.all().iter().map(|c| c.snapshot()).collect();
+        records.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        let f = &opts.filters;
+        let created_of = |reference: &str| -> ServiceResult<DateTime<Utc>> {
+            Ok(self.containers.get(reference)?.record().created)
+        };
+        let before = f.get("before").first().map(|r| created_of(r)).transpose()?;
+        let since = f.get("since").first().map(|r| created_of(r)).transpose()?;
+        let ancestors: Vec<String> = f
+            .get("ancestor")
+            .iter()
+            .filter_map(|a| self.store.resolve(a).ok().map(|img| img.id.to_string()))
+            .collect();
+        let all = opts.all || !f.get("status").is_empty() || !f.get("exited").is_empty();
+        let mut out = Vec::new();
+        for r in records {
+            if !all && !r.state.status.is_active() {
+                continue;
+            }
+            if let Some(b) = before {
+                if r.created >= b {
+                    continue;
+                }
+            }
+            if let Some(s) = since {
+                if r.created <= s {
+                    continue;
+                }
+            }
+            if !record_matches(&r, f, &ancestors) {
+                continue;
+            }
+            out.push(summary(&r, opts.size.then(|| self.container_size(&r.id))));
+            if opts.limit > 0 && out.len() as i64 >= opts.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn container_size(&self, id: &str) -> i64 {
+        self.store.container_usage(id).map(|u| u as i64).unwrap_or_default()
+    }
+
+    /// Inspects a container like `GET /containers/{id}/json`.
+    pub fn inspect_container(&self, reference: &str, size: bool) -> ServiceResult<ContainerInspectResponse> {
+        let c = self.containers.get(reference)?;
+        let r = c.snapshot();
+        let dir = self.container_dir(&r.id);
+        let path = |name: &str| Some(dir.join(name).display().to_string());
+        let rw = size.then(|| self.container_size(&r.id));
+        Ok(ContainerInspectResponse {
+            id: Some(r.id.clone()),
+            created: Some(rfc3339(Some(r.created))),
+            path: Some(r.path.clone()),
+            args: Some(r.args.clone()),
+            state: Some(inspect_state(&r)),
+            image: Some(r.image_id.clone()),
+            resolv_conf_path: path("resolv.conf"),
+            hostname_path: path("hostname"),
+            hosts_path: path("hosts"),
+            log_path: Some(self.log_path(&r.id).display().to_string()),
+            name: Some(format!("/{}", r.name)),
+            restart_count: Some(r.state.restart_count),
+            driver: Some("overlayfs".into()),
+            platform: Some("linux".into()),
+            mount_label: Some(String::new()),
+            process_label: Some(String::new()),
+            app_armor_profile: Some(String::new()),
+            exec_ids: None,
+            host_config: Some(r.host_config.clone()),
+            graph_driver: Some(DriverData { name: "overlayfs".into(), data: HashMap::new() }),
+            size_rw: rw,
+            size_root_fs: rw,
+            mounts: Some(Vec::new()),
+            config: Some(r.config.clone()),
+            network_settings: Some(NetworkSettings {
+                sandbox_id: Some(String::new()),
+                sandbox_key: Some(String::new()),
+                ports: Some(HashMap::new()),
+                networks: Some(HashMap::new()),
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+fn record_matches(r: &ContainerRecord, f: &Filters, ancestors: &[String]) -> bool {
+    let any = |values: &[String], pred: &dyn Fn(&str) -> bool| values.is_empty() || values.iter().any(|v| pred(v));
+    let labels = r.config.labels.clone().unwrap_or_default();
+    any(f.get("id"), &|v| r.id.starts_with(v))
+        && any(f.get("name"), &|v| r.name.contains(v.trim_start_matches('/')))
+        && any(f.get("status"), &|v| r.state.status.as_str() == v)
+        && any(f.get("exited"), &|v| {
+            r.state.status == Status::Exited && v.parse::<i64>().ok() == Some(r.state.exit_code)
+        })
+        && (f.get("ancestor").is_empty() || ancestors.contains(&r.image_id))
+        && labels_match(f.get("label"), |k| labels.get(k).map(String::as_str))
+}
+
+fn summary(r: &ContainerRecord, size: Option<i64>) -> ContainerSummary {
+    let state = serde_json::from_value(serde_json::Value::String(r.state.status.as_str().into())).ok();
+    let command = std::iter::once(r.path.as_str())
+        .chain(r.args.iter().map(String::as_str))
+        .map(quote_word)
+        .collect::<Vec<_>>()
+        .join(" ");
+    ContainerSummary {
+        id: Some(r.id.clone()),
+        names: Some(vec![format!("/{}", r.name)]),
+        image: r.config.image.clone(),
+        image_id: Some(r.image_id.clone()),
+        command: Some(command),
+        created: Some(r.created.timestamp()),
+        ports: Some(Vec::new()),
+        size_rw: size,
+        size_root_fs: size,
+        labels: r.config.labels.clone().or_else(|| Some(HashMap::new())),
+        state,
+        status: Some(status_text(r, Utc::now())),
+        host_config: Some(ContainerSummaryHostConfig {
+            network_mode: r.host_config.network_mode.clone(),
+            ..Default::default()
+        }),
+        network_settings: Some(ContainerSummaryNetworkSettings { networks: Some(HashMap::new()) }),
+        mounts: Some(Vec::new()),
+        ..Default::default()
+    }
+}
+
+/// Docker quotes arguments with spaces in the `Command` column.
+fn quote_word(word: &str) -> String {
+    if word.contains(' ') { format!("\"{word}\"") } else { word.to_string() }
+}
+
+fn inspect_state(r: &ContainerRecord) -> ContainerState {
+    let s = &r.state;
+    ContainerState {
+        status: serde_json::from_value(serde_json::Value::String(s.status.as_str().into())).ok(),
+        running: Some(matches!(s.status, Status::Running | Status::Paused)),
+        paused: Some(s.status == Status::Paused),
+        restarting: Some(s.status == Status::Restarting),
+        oom_killed: Some(s.oom_killed),
+        dead: Some(s.status == Status::Dead),
+        pid: Some(s.pid),
+        exit_code: Some(s.exit_code),
+        error: Some(s.error.clone()),
+        started_at: Some(rfc3339(s.started_at)),
+        finished_at: Some(rfc3339(s.finished_at)),
+        health: None,
+    }
+}
+
+/// RFC 3339 with nanoseconds; Go's zero time for never.
+pub(crate) fn rfc3339(t: Option<DateTime<Utc>>) -> String {
+    match t {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        None => "0001-01-01T00:00:00Z".to_string(),
+    }
+}
+
+/// The `Status` column: `Up 5 minutes`, `Exited (0) 3 seconds ago`, `Created`.
+fn status_text(r: &ContainerRecord, now: DateTime<Utc>) -> String {
+    let s = &r.state;
+    let since = |t: Option<DateTime<Utc>>| human_duration(now - t.unwrap_or(now));
+    match s.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", since(s.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(s.started_at)),
+        Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(s.finished_at)),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Exited => {
+            if s.finished_at.is_none() {
+                "Created".into()
+            } else {
+                format!("Exited ({}) {} ago", s.exit_code, since(s.finished_at))
+            }
+        }
+        Status::Dead => "Dead".into(),
+    }
+}
+
+/// Go-units `HumanDuration`.
+pub(crate) fn human_duration(d: chrono::TimeDelta) -> String {
+    let secs = d.num_seconds();
+    if secs < 1 {
+        return "Less than a second".into();
+    }
+    if secs == 1 {
+        return "1 second".into();
+    }
+    if secs < 60 {
+        return format!("{secs} seconds");
+    }
+    let minutes = d.num_minutes();
+    if minutes == 1 {
+        return "About a minute".into();
+    }
+    if minutes < 60 {
+        return format!("{minutes} minutes");
+    }
+    let hours = (d.num_seconds() as f64 / 3600.0).round() as i64;
+    if hours == 1 {
+        return "About an hour".into();
+    }
+    if hours < 48 {
+        return format!("{hours} hours");
+    }
+    if hours < 24 * 7 * 2 {
+        return format!("{} days", hours / 24);
+    }
+    if hours < 24 * 30 * 2 {
+        return format!("{} weeks", hours / 24 / 7);
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{} months", hours / 24 / 30);
+    }
+    format!("{} years", hours / 24 / 365)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    #[test]
+    fn durations_read_like_docker() {
+        assert_eq!(human_duration(TimeDelta::milliseconds(300)), "Less than a second");
+        assert_eq!(human_duration(TimeDelta::seconds(1)), "1 second");
+        assert_eq!(human_duration(TimeDelta::seconds(45)), "45 seconds");
+        assert_eq!(human_duration(TimeDelta::seconds(90)), "About a minute");
+        assert_eq!(human_duration(TimeDelta::minutes(5)), "5 minutes");
+        assert_eq!(human_duration(TimeDelta::minutes(61)), "About an hour");
+        assert_eq!(human_duration(TimeDelta::hours(30)), "30 hours");
+        assert_eq!(human_duration(TimeDelta::days(3)), "3 days");
+        assert_eq!(human_duration(TimeDelta::days(20)), "2 weeks");
+        assert_eq!(human_duration(TimeDelta::days(100)), "3 months");
+        assert_eq!(human_duration(TimeDelta::days(800)), "2 years");
+    }
+}

@@ -1,0 +1,57 @@
+//! The `Daemon`: every service handle in one place, and startup.
+
+use std::sync::{Arc, Weak};
+
+use berth_store::Store;
+
+use crate::config::Config;
+use crate::containers::ContainerIndex;
+use crate::events::EventBus;
+
+/// The engine: the store, the containers, the event bus and the configuration.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Resolved configuration.
+    pub config: Config,
+    /// Images, snapshots and the metadata database.
+    pub store: Arc<Store>,
+    /// Containers by ID and name.
+    pub containers: ContainerIndex,
+    /// Events for `/events`.
+    pub events: EventBus,
+    /// The cgroup containers are nested under.
+    pub cgroup_parent: String,
+    me: Weak<Daemon>,
+}
+
+impl Daemon {
+    /// Opens the store and recovers containers.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Daemon>> {
+        for dir in [&config.data_root, &config.exec_root] {
+            std::fs::create_dir_all(dir)?;
+        }
+        let root = config.data_root.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&root)).await??;
+        let cgroup_parent = berth_runtime::cgroups::daemon_cgroup_parent().unwrap_or_else(|e| {
+            tracing::warn!("cannot read the daemon's cgroup, nesting containers under the root: {e}");
+            "/".to_string()
+        });
+        let daemon = Arc::new_cyclic(|me| Daemon {
+            config,
+            store: Arc::new(store),
+            containers: ContainerIndex::default(),
+            events: EventBus::default(),
+            cgroup_parent,
+            me: me.clone(),
+        });
+        daemon.recover_containers().await?;
+        Ok(daemon)
+    }
+
+    /// A strong handle for background tasks.
+    pub(crate) fn handle(&self) -> Arc<Daemon> {
+        // The daemon is only ever reached through the Arc made in `start`, so while a method
+        // runs on it that Arc is alive.
+        self.me.upgrade().expect("daemon handle used after the daemon was dropped")
+    }
+}

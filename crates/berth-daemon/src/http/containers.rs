@@ -1,0 +1,366 @@
+//! `/containers/...` handlers.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use berth_api::models::{ContainerCreateBody, ContainerCreateResponse};
+use berth_api::stdcopy::{self, StdStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::stream::{self, Hijacked};
+use super::{ApiVersion, AppState, QueryParams, json, parse_body};
+use crate::containers::{CreateRequest, LogsRequest, WaitCondition};
+use crate::containers::summary::ListOptions;
+use crate::error::{ServiceError, ServiceResult};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/containers/create", post(create))
+        .route("/containers/json", get(list))
+        .route("/containers/prune", post(prune))
+        .route("/containers/{id}/json", get(inspect))
+        .route("/containers/{id}/start", post(start))
+        .route("/containers/{id}/stop", post(stop))
+        .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/restart", post(restart))
+        .route("/containers/{id}/wait", post(wait))
+        .route("/containers/{id}/rename", post(rename))
+        .route("/containers/{id}/resize", post(resize))
+        .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}/export", get(export))
+        .route("/containers/{id}", delete(remove))
+}
+
+type Query = RawQuery;
+
+fn q(query: &Query) -> QueryParams {
+    QueryParams::parse(query.0.as_deref())
+}
+
+async fn create(State(d): State<AppState>, query: Query, body: Bytes) -> Response {
+    let run = async {
+        let body: ContainerCreateBody = parse_body(&body)?;
+        let params = q(&query);
+        let (config, host_config) = split_create_body(body);
+        let req = CreateRequest { name: params.get("name").map(str::to_string), config, host_config };
+        d.create_container(req).await
+    };
+    match run.await {
+        Ok((id, warnings)) => json(StatusCode::CREATED, &ContainerCreateResponse { id, warnings }),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The create body is `Config` with `HostConfig` and `NetworkingConfig` embedded.
+fn split_create_body(
+    body: ContainerCreateBody,
+) -> (berth_api::models::ContainerConfig, berth_api::models::HostConfig) {
+    let value = serde_json::to_value(&body).unwrap_or_default();
+    let config = serde_json::from_value(value).unwrap_or_default();
+    (config, body.host_config.unwrap_or_default())
+}
+
+async fn list(State(d): State<AppState>, query: Query) -> Response {
+    let params = q(&query);
+    let result = params.filters().and_then(|filters| {
+        let opts = ListOptions {
+            all: params.bool("all", false),
+            limit: params.int("limit")?.unwrap_or(-1),
+            size: params.bool("size", false),
+            filters,
+        };
+        d.list_containers(&opts)
+    });
+    match result {
+        Ok(list) => json(StatusCode::OK, &list),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn inspect(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    match d.inspect_container(&id, q(&query).bool("size", false)) {
+        Ok(c) => json(StatusCode::OK, &c),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn no_content(result: ServiceResult<()>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn start(State(d): State<AppState>, Path(id): Path<String>) -> Response {
+    no_content(d.start_container(&id).await)
+}
+
+async fn stop(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let p = q(&query);
+    let result = async {
+        let t = p.int("t")?.or(p.int("timeout")?);
+        d.stop_container(&id, t, p.get("signal")).await
+    };
+    no_content(result.await)
+}
+
+async fn kill(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    no_content(d.kill_container(&id, q(&query).get("signal")).await)
+}
+
+async fn restart(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let p = q(&query);
+    let result = async { d.restart_container(&id, p.int("t")?).await };
+    no_content(result.await)
+}
+
+async fn rename(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let p = q(&query);
+    let Some(name) = p.get("name").filter(|n| !n.is_empty()) else {
+        return ServiceError::invalid("name is required").into_response();
+    };
+    no_content(d.rename_container(&id, name).await)
+}
+
+async fn resize(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let p = q(&query);
+    let result = async {
+        let h = p.int("h")?.unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
+        let w = p.int("w")?.unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
+        d.resize_container(&id, h, w).await
+    };
+    match result.await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remove(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let p = q(&query);
+    no_content(d.remove_container(&id, p.bool("force", false), p.bool("v", false)).await)
+}
+
+async fn prune(State(d): State<AppState>, query: Query) -> Response {
+    let result = async { d.prune_containers(&q(&query).filters()?).await };
+    match result.await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Sends the 200 headers at once and the status body when the condition holds: the CLI
+/// blocks on the headers before it sends `start`.
+async fn wait(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let p = q(&query);
+    let waiting = WaitCondition::parse(p.get("condition").unwrap_or(""))
+        .and_then(|condition| d.wait_container(&id, condition));
+    let waiting = match waiting {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let code = waiting.await;
+        let body = serde_json::json!({"StatusCode": code, "Error": null});
+        let _ = tx.send(stream::json_line(&body)).await;
+    });
+    stream::channel_response(rx, "application/json")
+}
+
+async fn logs(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    axum::Extension(version): axum::Extension<ApiVersion>,
+    query: Query,
+) -> Response {
+    let p = q(&query);
+    let req = match logs_request(&p) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match d.container_logs(&id, req) {
+        Ok((tty, rx)) => stream::channel_response(rx, stream_content_type(tty, version)),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn logs_request(p: &QueryParams) -> ServiceResult<LogsRequest> {
+    let time = |key: &str| -> ServiceResult<Option<chrono::DateTime<chrono::Utc>>> {
+        match p.get(key).filter(|v| !v.is_empty() && *v != "0") {
+            None => Ok(None),
+            Some(v) => {
+                let secs: f64 = v.parse().map_err(|_| ServiceError::invalid(format!("invalid {key}: {v}")))?;
+                let nanos = (secs.fract() * 1e9) as u32;
+                Ok(chrono::DateTime::from_timestamp(secs.trunc() as i64, nanos))
+            }
+        }
+    };
+    let tail = match p.get("tail") {
+        None | Some("") | Some("all") => None,
+        Some(n) => {
+            let n: i64 = n.parse().map_err(|_| ServiceError::invalid(format!("invalid tail: {n}")))?;
+            (n >= 0).then_some(n as usize)
+        }
+    };
+    Ok(LogsRequest {
+        follow: p.bool("follow", false),
+        stdout: p.bool("stdout", false),
+        stderr: p.bool("stderr", false),
+        since: time("since")?,
+        until: time("until")?,
+        timestamps: p.bool("timestamps", false),
+        tail,
+    })
+}
+
+fn stream_content_type(tty: bool, version: ApiVersion) -> &'static str {
+    if tty || version.below(1, 42) {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
+}
+
+async fn export(State(d): State<AppState>, Path(id): Path<String>) -> Response {
+    if let Err(e) = d.containers.get(&id) {
+        return e.into_response();
+    }
+    let (tx, rx) = mpsc::channel(16);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = d.export_container(&id, stream::ChannelWriter(tx)) {
+            tracing::warn!(container = %id, "export failed: {e}");
+        }
+    });
+    stream::channel_response(rx, "application/x-tar")
+}
+
+/// Hijacks the connection and bridges it to the container's stdio through the shim.
+async fn attach(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    axum::Extension(version): axum::Extension<ApiVersion>,
+    query: Query,
+    req: Request,
+) -> Response {
+    let p = q(&query);
+    let (stdin, stdout, stderr) = (p.bool("stdin", false), p.bool("stdout", false), p.bool("stderr", false));
+    let replay_logs = p.bool("logs", false);
+    let stream_live = p.bool("stream", false);
+    let (tty, pending) = match d.attach_container(&id, stdin && stream_live, stdout, stderr).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let replay = if replay_logs {
+        let logs = LogsRequest { stdout, stderr, ..Default::default() };
+        match d.container_logs(&id, logs) {
+            Ok((_, rx)) => Some(rx),
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        None
+    };
+    stream::hijack(req, stream_content_type(tty, version), move |conn| async move {
+        bridge(conn, tty, replay, stream_live.then_some(pending)).await;
+    })
+}
+
+/// How long the first frame waits after the 101 headers: docker-py reads the headers
+/// through a buffered reader and loses frames that arrive in the same read.
+const FIRST_FRAME_GAP: Duration = Duration::from_millis(20);
+
+async fn bridge(
+    mut conn: Hijacked,
+    tty: bool,
+    replay: Option<mpsc::Receiver<Bytes>>,
+    live: Option<tokio::sync::oneshot::Receiver<ServiceResult<berth_runtime::client::AttachStream>>>,
+) {
+    tokio::time::sleep(FIRST_FRAME_GAP).await;
+    if let Some(mut rx) = replay {
+        while let Some(chunk) = rx.recv().await {
+            if conn.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    }
+    let Some(live) = live else {
+        let _ = conn.shutdown().await;
+        return;
+    };
+    let attached = match live.await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::debug!("attach ended before start: {e}");
+            let _ = conn.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            let _ = conn.shutdown().await;
+            return;
+        }
+    };
+    let (mut from_shim, mut to_shim) = attached.into_split();
+    let (mut conn_read, mut conn_write) = tokio::io::split(conn);
+    let stdin_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match conn_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_shim.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // The client half-closed: the container's stdin sees EOF.
+        let _ = to_shim.shutdown().await;
+    });
+    while let Ok(Some((stream_id, payload))) = from_shim.next_frame().await {
+        let chunk = if tty {
+            payload.to_vec()
+        } else {
+            let which = if stream_id == 2 { StdStream::Stderr } else { StdStream::Stdout };
+            stdcopy::encode(which, &payload)
+        };
+        if conn_write.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = conn_write.shutdown().await;
+    stdin_task.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_body_splits_into_config_and_host_config() {
+        let body: ContainerCreateBody = serde_json::from_str(
+            r#"{"Image":"busybox","Cmd":["echo","hi"],"Tty":true,"HostConfig":{"AutoRemove":true,"NetworkMode":"default"},"NetworkingConfig":{"EndpointsConfig":{"default":{}}}}"#,
+        )
+        .unwrap();
+        let (config, host) = split_create_body(body);
+        assert_eq!(config.image.as_deref(), Some("busybox"));
+        assert_eq!(config.cmd, Some(vec!["echo".to_string(), "hi".to_string()]));
+        assert_eq!(config.tty, Some(true));
+        assert_eq!(host.auto_remove, Some(true));
+    }
+
+    #[test]
+    fn logs_query_parses_times_and_tail() {
+        let p = QueryParams::parse(Some("stdout=1&since=1700000000.5&tail=10&follow=true"));
+        let r = logs_request(&p).unwrap();
+        assert!(r.stdout && !r.stderr && r.follow);
+        assert_eq!(r.tail, Some(10));
+        assert_eq!(r.since.unwrap().timestamp(), 1_700_000_000);
+        assert_eq!(logs_request(&QueryParams::parse(Some("tail=all"))).unwrap().tail, None);
+    }
+}
