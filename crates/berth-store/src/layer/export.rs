@@ -1,0 +1,163 @@
+//! Writing directories as tar streams: an overlay upper directory as a Docker layer diff
+//! (overlay whiteouts become `.wh.` files) and a whole root filesystem for `docker export`.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use tar::{EntryType, Header};
+
+use crate::error::{Result, StoreError};
+use crate::sys;
+
+const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
+const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+
+/// Writes the overlay upper directory `upper` as a layer tar: whiteout devices become
+/// `.wh.<name>` files and opaque directories get a `.wh..wh..opq` entry.
+pub fn diff_tar(upper: &Path, writer: impl Write) -> Result<()> {
+    write_tree(upper, writer, true)
+}
+
+/// Writes every file under `dir` (a mounted root filesystem) as a tar.
+pub fn tar_dir(dir: &Path, writer: impl Write) -> Result<()> {
+    write_tree(dir, writer, false)
+}
+
+fn werr(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |e| StoreError::io("write tar entry for", path, e)
+}
+
+struct TreeWriter<W: Write> {
+    builder: tar::Builder<W>,
+    root: PathBuf,
+    convert_whiteouts: bool,
+    /// (dev, inode) → archive path of the first occurrence, to emit hard links.
+    inodes: HashMap<(u64, u64), PathBuf>,
+}
+
+fn write_tree(root: &Path, writer: impl Write, convert_whiteouts: bool) -> Result<()> {
+    let mut tw = TreeWriter {
+        builder: tar::Builder::new(writer),
+        root: root.to_path_buf(),
+        convert_whiteouts,
+        inodes: HashMap::new(),
+    };
+    tw.walk(Path::new(""))?;
+    tw.builder.finish().map_err(|e| StoreError::io("finish tar of", root, e))
+}
+
+impl<W: Write> TreeWriter<W> {
+    fn walk(&mut self, rel_dir: &Path) -> Result<()> {
+        let dir = self.root.join(rel_dir);
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .map_err(|e| StoreError::io("read directory", &dir, e))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .map_err(|e| StoreError::io("read directory", &dir, e))?;
+        names.sort();
+        for name in names {
+            let rel = rel_dir.join(&name);
+            let full = self.root.join(&rel);
+            let meta = fs::symlink_metadata(&full).map_err(|e| StoreError::io("stat", &full, e))?;
+            let ft = meta.file_type();
+            if self.convert_whiteouts && ft.is_char_device() && meta.rdev() == 0 {
+                let wh = rel_dir.join(format!(".wh.{}", name.to_string_lossy()));
+                self.append_empty(&wh, &meta)?;
+                continue;
+            }
+            if ft.is_socket() {
+                continue;
+            }
+            self.append_entry(&rel, &full, &meta)?;
+            if ft.is_dir() {
+                if self.convert_whiteouts && sys::lgetxattr(&full, OVERLAY_OPAQUE_XATTR).ok().flatten().as_deref() == Some(b"y") {
+                    self.append_empty(&rel.join(".wh..wh..opq"), &meta)?;
+                }
+                self.walk(&rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn base_header(meta: &fs::Metadata, kind: EntryType) -> Header {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(meta.mode() & 0o7777);
+        h.set_uid(meta.uid().into());
+        h.set_gid(meta.gid().into());
+        h.set_mtime(meta.mtime().max(0) as u64);
+        h.set_size(0);
+        h
+    }
+
+    fn append_empty(&mut self, rel: &Path, meta: &fs::Metadata) -> Result<()> {
+        let mut h = Self::base_header(meta, EntryType::Regular);
+        h.set_mode(0o644);
+        self.builder.append_data(&mut h, rel, io::empty()).map_err(werr(rel))
+    }
+
+    fn append_xattrs(&mut self, full: &Path) -> Result<()> {
+        let names = sys::llistxattr(full).map_err(|e| StoreError::io("list xattrs of", full, e))?;
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        for name in names {
+            if name.starts_with(OVERLAY_XATTR_PREFIX) {
+                continue;
+            }
+            let Ok(name_str) = String::from_utf8(name.clone()) else { continue };
+            if let Some(value) = sys::lgetxattr(full, &name).map_err(|e| StoreError::io("read xattr of", full, e))? {
+                pax.push((format!("SCHILY.xattr.{name_str}"), value));
+            }
+        }
+        if !pax.is_empty() {
+            self.builder
+                .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(werr(full))?;
+        }
+        Ok(())
+    }
+
+    fn append_entry(&mut self, rel: &Path, full: &Path, meta: &fs::Metadata) -> Result<()> {
+        let ft = meta.file_type();
+        if !ft.is_dir() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = self.inodes.get(&key).cloned() {
+                let mut h = Self::base_header(meta, EntryType::Link);
+                return self.builder.append_link(&mut h, rel, &first).map_err(werr(rel));
+            }
+            self.inodes.insert(key, rel.to_path_buf());
+        }
+        self.append_xattrs(full)?;
+        if ft.is_dir() {
+            let mut h = Self::base_header(meta, EntryType::Directory);
+            self.builder.append_data(&mut h, rel, io::empty()).map_err(werr(rel))
+        } else if ft.is_symlink() {
+            let target = fs::read_link(full).map_err(|e| StoreError::io("read symlink", full, e))?;
+            let mut h = Self::base_header(meta, EntryType::Symlink);
+            self.builder.append_link(&mut h, rel, &target).map_err(werr(rel))
+        } else if ft.is_file() {
+            let file = File::open(full).map_err(|e| StoreError::io("open", full, e))?;
+            let mut h = Self::base_header(meta, EntryType::Regular);
+            h.set_size(meta.len());
+            // Guard against the file changing size while it is archived.
+            self.builder.append_data(&mut h, rel, io::Read::take(file, meta.len())).map_err(werr(rel))
+        } else {
+            let kind = if ft.is_char_device() {
+                EntryType::Char
+            } else if ft.is_block_device() {
+                EntryType::Block
+            } else {
+                EntryType::Fifo
+            };
+            let mut h = Self::base_header(meta, kind);
+            let rdev = meta.rdev();
+            let major = nix::sys::stat::major(rdev) as u32;
+            let minor = nix::sys::stat::minor(rdev) as u32;
+            h.set_device_major(major).map_err(werr(rel))?;
+            h.set_device_minor(minor).map_err(werr(rel))?;
+            self.builder.append_data(&mut h, rel, io::empty()).map_err(werr(rel))
+        }
+    }
+}
