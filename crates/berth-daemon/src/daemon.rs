@@ -21,6 +21,8 @@ pub struct Daemon {
     pub events: EventBus,
     /// The cgroup containers are nested under.
     pub cgroup_parent: String,
+    /// The static init binary mounted at /sbin/docker-init for `--init`.
+    pub init_binary: std::path::PathBuf,
     me: Weak<Daemon>,
 }
 
@@ -36,12 +38,14 @@ impl Daemon {
             tracing::warn!("cannot read the daemon's cgroup, nesting containers under the root: {e}");
             "/".to_string()
         });
+        let init_binary = berth_runtime::spec::install_init_binary(&config.exec_root)?;
         let daemon = Arc::new_cyclic(|me| Daemon {
             config,
             store: Arc::new(store),
             containers: ContainerIndex::default(),
             events: EventBus::default(),
             cgroup_parent,
+            init_binary,
             me: me.clone(),
         });
         daemon.recover_containers().await?;

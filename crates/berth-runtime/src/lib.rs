@@ -1,14 +1,28 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Container runtime layer of berth.
+//!
+//! * [`spec`] turns a narrow [`spec::RunConfig`] into an OCI runtime spec the way Docker does.
+//! * [`shim`] is the per-container supervisor (`berth-shim`): it creates the container with
+//!   youki's libcontainer (or an OCI runtime binary such as runc), owns its stdio, writes the
+//!   json-file log, records the exit status and serves a control socket. It outlives the daemon.
+//! * [`client`] is the async client the daemon uses to spawn and talk to shims.
+//! * [`logs`] reads (and, for the shim, writes) Docker's json-file log format.
+//! * [`cgroups`] finds where to nest container cgroups and removes leftovers.
+//!
+//! Nothing in here knows about images, registries, HTTP or Docker API types.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod cgroups;
+pub mod client;
+mod error;
+pub mod logs;
+pub mod protocol;
+pub mod seccomp;
+pub mod shim;
+pub mod spec;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use client::{AttachStream, ShimClient, ShimOptions, read_exit_file};
+pub use error::{ErrorKind, Result, RuntimeError};
+pub use protocol::{ExitStatus, ShimState, Status};
+pub use spec::{
+    CapabilityConfig, MountSpec, NetworkNamespace, ProcessUser, Resources, RunConfig,
+    SeccompConfig, Ulimit, generate, install_init_binary, write_bundle,
+};

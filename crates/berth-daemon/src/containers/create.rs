@@ -42,9 +42,15 @@ impl Daemon {
             }
             _ => generate_name(&id),
         };
+        let hostname_given = req.config.hostname.as_deref().is_some_and(|h| !h.is_empty());
         let config = merge_config(req.config, &image, &id)?;
         let mut host_config = req.host_config;
         validate_host_config(&mut host_config, &self.config.runtimes)?;
+        let mut config = config;
+        if host_config.network_mode.as_deref() == Some("host") && !hostname_given {
+            // Sharing the host's network means sharing its name too, as Docker does.
+            config.hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+        }
         let words: Vec<String> = config
             .entrypoint
             .iter()

@@ -91,6 +91,8 @@ impl Daemon {
             .map_err(|e| ServiceError::internal(e.to_string()))?;
 
         let user = user::resolve(rootfs, config.user.as_deref().unwrap_or(""))?;
+        let cwd = config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        user::create_dir_in_root(rootfs, &cwd, user.uid, user.gid)?;
         let tty = config.tty.unwrap_or(false);
         let mut env = config.env.clone().unwrap_or_default();
         let has = |env: &[String], key: &str| env.iter().any(|e| e.split('=').next() == Some(key));
@@ -123,7 +125,7 @@ impl Daemon {
             readonly_rootfs: host.readonly_rootfs.unwrap_or(false),
             args: std::iter::once(record.path.clone()).chain(record.args.iter().cloned()).collect(),
             env,
-            cwd: config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+            cwd,
             user: ProcessUser { uid: user.uid, gid: user.gid, additional_gids: user.additional_gids },
             hostname,
             tty,
@@ -156,7 +158,7 @@ impl Daemon {
             oom_score_adj: host.oom_score_adj.map(|v| v.clamp(-1000, 1000) as i32),
             masked_paths: None,
             readonly_paths: None,
-            init_binary: None,
+            init_binary: Some(self.init_binary.clone()),
             init: host.init.unwrap_or(false),
         };
         let spec = berth_runtime::spec::generate(&run)?;

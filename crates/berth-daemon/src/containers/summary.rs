@@ -138,9 +138,9 @@ fn record_matches(r: &ContainerRecord, f: &Filters, ancestors: &[String]) -> boo
 
 fn summary(r: &ContainerRecord, size: Option<i64>) -> ContainerSummary {
     let state = serde_json::from_value(serde_json::Value::String(r.state.status.as_str().into())).ok();
+    // moby joins path and args with spaces, unquoted; the CLI quotes the whole string.
     let command = std::iter::once(r.path.as_str())
         .chain(r.args.iter().map(String::as_str))
-        .map(quote_word)
         .collect::<Vec<_>>()
         .join(" ");
     ContainerSummary {
@@ -164,11 +164,6 @@ fn summary(r: &ContainerRecord, size: Option<i64>) -> ContainerSummary {
         mounts: Some(Vec::new()),
         ..Default::default()
     }
-}
-
-/// Docker quotes arguments with spaces in the `Command` column.
-fn quote_word(word: &str) -> String {
-    if word.contains(' ') { format!("\"{word}\"") } else { word.to_string() }
 }
 
 fn inspect_state(r: &ContainerRecord) -> ContainerState {

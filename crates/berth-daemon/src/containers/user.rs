@@ -103,3 +103,71 @@ mod tests {
         assert!(resolve_in(PASSWD, GROUP, "bbuser:nogroup").is_err());
     }
 }
+
+/// Creates `dir` (absolute, as seen inside the container) under `rootfs` with its missing
+/// parents, owned by `uid:gid`, as Docker does for a working directory that does not exist.
+/// Every component is resolved inside the root (symlinks cannot lead out of it).
+pub fn create_dir_in_root(rootfs: &Path, dir: &str, uid: u32, gid: u32) -> ServiceResult<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use nix::sys::stat::Mode;
+
+    let fail = |what: &str, e: nix::Error| {
+        ServiceError::invalid(format!("cannot create working directory {dir}: {what}: {e}"))
+    };
+    let root = std::fs::File::open(rootfs)
+        .map_err(|e| ServiceError::internal(format!("cannot open rootfs {}: {e}", rootfs.display())))?;
+    let root_fd = std::os::fd::AsRawFd::as_raw_fd(&root);
+    let open_in_root = |path: &str| -> nix::Result<OwnedFd> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+        let fd = openat2(root_fd, path, how)?;
+        // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let mut prefix = String::from("/");
+    for component in dir.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        let parent = open_in_root(&prefix).map_err(|e| fail(&prefix, e))?;
+        let parent_fd = std::os::fd::AsRawFd::as_raw_fd(&parent);
+        match nix::sys::stat::mkdirat(Some(parent_fd), component, Mode::from_bits_truncate(0o755)) {
+            Ok(()) => {
+                nix::unistd::fchownat(
+                    Some(parent_fd),
+                    component,
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| fail(component, e))?;
+            }
+            Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(fail(component, e)),
+        }
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        prefix.push_str(component);
+    }
+    // The final path must be a directory reachable inside the root.
+    open_in_root(&prefix).map_err(|e| fail(&prefix, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod dir_tests {
+    use super::*;
+
+    #[test]
+    fn working_dirs_are_created_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        create_dir_in_root(root.path(), "/a/b/c", 0, 0).unwrap();
+        assert!(root.path().join("a/b/c").is_dir());
+        // A symlink pointing out of the root resolves inside it instead.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
+        let _ = create_dir_in_root(root.path(), "/escape/x", 0, 0);
+        assert!(!outside.path().join("x").exists());
+    }
+}

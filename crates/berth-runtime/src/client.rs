@@ -1,0 +1,413 @@
+//! Async client of `berth-shim`, used by the daemon.
+
+use std::os::fd::AsRawFd;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Mutex;
+
+use crate::error::{ErrorKind, Result, RuntimeError};
+use crate::protocol::{
+    EXIT_FILE_NAME, ExitStatus, FRAME_HEADER_LEN, PROTOCOL_VERSION, Request, Response, SOCKET_NAME,
+    ShimState, decode_frame_header,
+};
+use crate::shim::StartupError;
+
+/// How long `spawn` waits for the shim to report that the container is created.
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest response line accepted from a shim.
+const MAX_LINE: u64 = 1 << 20;
+
+/// Options of a new shim; mirrors the `berth-shim run` arguments.
+#[derive(Debug, Clone, Default)]
+pub struct ShimOptions {
+    /// Path of the `berth-shim` binary.
+    pub shim_binary: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// OCI bundle directory.
+    pub bundle: PathBuf,
+    /// State directory (socket, exit.json, runtime state).
+    pub state_dir: PathBuf,
+    /// json-file log path.
+    pub log_path: PathBuf,
+    /// Rotate the log at this size (bytes).
+    pub log_max_size: Option<u64>,
+    /// Log files to keep (0 or 1 = one file).
+    pub log_max_file: u32,
+    /// The container has a terminal.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub stdin: bool,
+    /// OCI runtime binary (e.g. `/usr/sbin/runc`); `None` = linked libcontainer.
+    pub runtime: Option<PathBuf>,
+}
+
+struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Conn {
+    async fn open(state_dir: &Path) -> Result<(Conn, i32)> {
+        let path = state_dir.join(SOCKET_NAME);
+        // sun_path holds 108 bytes; a deep state dir would not fit. Connecting through the
+        // directory's descriptor keeps the socket path short whatever the exec root is.
+        let dir = std::fs::File::open(state_dir).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RuntimeError::ShimNotRunning(state_dir.to_path_buf()),
+            _ => RuntimeError::io(format!("open {}", state_dir.display()), e),
+        })?;
+        let short = PathBuf::from(format!("/proc/self/fd/{}/{SOCKET_NAME}", dir.as_raw_fd()));
+        let connected = UnixStream::connect(&short).await;
+        drop(dir);
+        let stream = connected
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    RuntimeError::ShimNotRunning(state_dir.to_path_buf())
+                }
+                _ => RuntimeError::io(format!("connect {}", path.display()), e),
+            })?;
+        let (r, w) = stream.into_split();
+        let mut conn = Conn {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        match conn
+            .call(&Request::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await?
+        {
+            Response::Hello { version, shim_pid } if version == PROTOCOL_VERSION => {
+                Ok((conn, shim_pid))
+            }
+            Response::Hello { version, .. } => Err(RuntimeError::Protocol(format!(
+                "shim speaks protocol version {version}, expected {PROTOCOL_VERSION}"
+            ))),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected answer to hello: {other:?}"
+            ))),
+        }
+    }
+
+    async fn call(&mut self, req: &Request) -> Result<Response> {
+        let mut line =
+            serde_json::to_vec(req).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.writer
+            .write_all(&line)
+            .await
+            .map_err(|e| RuntimeError::io("send request to shim", e))?;
+        self.read_response().await
+    }
+
+    async fn read_response(&mut self) -> Result<Response> {
+        let mut line = Vec::new();
+        let n = (&mut self.reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| RuntimeError::io("read response from shim", e))?;
+        if n == 0 {
+            return Err(RuntimeError::Protocol("shim closed the connection".into()));
+        }
+        let resp: Response = serde_json::from_slice(&line)
+            .map_err(|e| RuntimeError::Protocol(format!("decode shim response: {e}")))?;
+        match resp {
+            Response::Error { kind, message } => Err(RuntimeError::Shim { kind, message }),
+            r => Ok(r),
+        }
+    }
+}
+
+fn expect_ok(resp: Response) -> Result<()> {
+    match resp {
+        Response::Ok => Ok(()),
+        other => Err(RuntimeError::Protocol(format!(
+            "expected ok, got {other:?}"
+        ))),
+    }
+}
+
+/// A connection to one container's shim.
+pub struct ShimClient {
+    state_dir: PathBuf,
+    shim_pid: i32,
+    conn: Mutex<Conn>,
+}
+
+impl std::fmt::Debug for ShimClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShimClient")
+            .field("state_dir", &self.state_dir)
+            .field("shim_pid", &self.shim_pid)
+            .finish()
+    }
+}
+
+impl ShimClient {
+    /// Spawns a shim that creates the container (not started) and connects to it.
+    ///
+    /// Exec failures found at create time come back as [`RuntimeError::Shim`] with kind
+    /// [`ErrorKind::NotFound`] or [`ErrorKind::NotExecutable`].
+    pub async fn spawn(opts: &ShimOptions) -> Result<ShimClient> {
+        let mut cmd = tokio::process::Command::new(&opts.shim_binary);
+        cmd.arg("run")
+            .arg("--id")
+            .arg(&opts.id)
+            .arg("--bundle")
+            .arg(&opts.bundle)
+            .arg("--state-dir")
+            .arg(&opts.state_dir)
+            .arg("--log-path")
+            .arg(&opts.log_path);
+        if let Some(size) = opts.log_max_size {
+            cmd.arg("--log-max-size").arg(size.to_string());
+        }
+        if opts.log_max_file > 1 {
+            cmd.arg("--log-max-file").arg(opts.log_max_file.to_string());
+        }
+        if opts.tty {
+            cmd.arg("--tty");
+        }
+        if opts.stdin {
+            cmd.arg("--stdin");
+        }
+        if let Some(rt) = &opts.runtime {
+            cmd.arg("--runtime").arg(rt);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| {
+            RuntimeError::io(format!("spawn shim {}", opts.shim_binary.display()), e)
+        })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| RuntimeError::Protocol("shim stdout was not captured".into()))?;
+        let mut line = String::new();
+        let read =
+            tokio::time::timeout(SPAWN_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+        // The spawned process only forks the shim and exits.
+        let _ = child.wait().await;
+        match read {
+            Err(_) => {
+                return Err(RuntimeError::Protocol(format!(
+                    "shim for container {} did not report within {SPAWN_TIMEOUT:?}",
+                    opts.id
+                )));
+            }
+            Ok(Err(e)) => return Err(RuntimeError::io("read shim report", e)),
+            Ok(Ok(_)) => {}
+        }
+        let line = line.trim_end();
+        if let Some(pid) = line.strip_prefix("ok ") {
+            pid.parse::<i32>()
+                .map_err(|_| RuntimeError::Protocol(format!("bad shim report {line:?}")))?;
+            return ShimClient::connect(&opts.state_dir).await;
+        }
+        if let Some(json) = line.strip_prefix("error ") {
+            let e: StartupError = serde_json::from_str(json).map_err(|e| {
+                RuntimeError::Protocol(format!("bad shim error report {json:?}: {e}"))
+            })?;
+            return Err(RuntimeError::Shim {
+                kind: e.kind,
+                message: e.message,
+            });
+        }
+        Err(RuntimeError::Shim {
+            kind: ErrorKind::Other,
+            message: format!("shim for container {} exited without a report", opts.id),
+        })
+    }
+
+    /// Connects to the shim serving `state_dir` (e.g. after a daemon restart).
+    pub async fn connect(state_dir: &Path) -> Result<ShimClient> {
+        let (conn, shim_pid) = Conn::open(state_dir).await?;
+        Ok(ShimClient {
+            state_dir: state_dir.to_path_buf(),
+            shim_pid,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Pid of the shim process.
+    pub fn shim_pid(&self) -> i32 {
+        self.shim_pid
+    }
+
+    /// State directory of this shim.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    async fn call(&self, req: Request) -> Result<Response> {
+        self.conn.lock().await.call(&req).await
+    }
+
+    /// Starts the created container.
+    pub async fn start(&self) -> Result<()> {
+        expect_ok(self.call(Request::Start).await?)
+    }
+
+    /// The container's state.
+    pub async fn state(&self) -> Result<ShimState> {
+        match self.call(Request::State).await? {
+            Response::State(s) => Ok(s),
+            other => Err(RuntimeError::Protocol(format!(
+                "expected state, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends `signal` to the container's process.
+    pub async fn kill(&self, signal: i32) -> Result<()> {
+        expect_ok(self.call(Request::Kill { signal }).await?)
+    }
+
+    /// Waits (on its own connection) until the process exited and its output is drained.
+    pub async fn wait(&self) -> Result<ExitStatus> {
+        let (mut conn, _) = Conn::open(&self.state_dir).await?;
+        match conn.call(&Request::Wait).await? {
+            Response::Exit(e) => Ok(e),
+            other => Err(RuntimeError::Protocol(format!(
+                "expected exit, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Resizes the container's terminal.
+    pub async fn resize(&self, height: u16, width: u16) -> Result<()> {
+        expect_ok(self.call(Request::Resize { height, width }).await?)
+    }
+
+    /// Closes the container's stdin.
+    pub async fn close_stdin(&self) -> Result<()> {
+        expect_ok(self.call(Request::CloseStdin).await?)
+    }
+
+    /// Attaches to the container's stdio on a new connection.
+    pub async fn attach(&self, stdin: bool, stdout: bool, stderr: bool) -> Result<AttachStream> {
+        let (mut conn, _) = Conn::open(&self.state_dir).await?;
+        expect_ok(
+            conn.call(&Request::Attach {
+                stdin,
+                stdout,
+                stderr,
+            })
+            .await?,
+        )?;
+        Ok(AttachStream {
+            output: AttachOutput {
+                reader: conn.reader,
+            },
+            input: AttachInput {
+                writer: conn.writer,
+            },
+        })
+    }
+
+    /// Destroys the container (killing it if it runs); the shim exits afterwards.
+    pub async fn delete(&self) -> Result<()> {
+        expect_ok(self.call(Request::Delete).await?)
+    }
+}
+
+/// Reads `<state_dir>/exit.json`, if the container has exited.
+pub fn read_exit_file(state_dir: &Path) -> Option<ExitStatus> {
+    let data = std::fs::read(state_dir.join(EXIT_FILE_NAME)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// An attached connection: decoded output frames plus a stdin writer.
+#[derive(Debug)]
+pub struct AttachStream {
+    output: AttachOutput,
+    input: AttachInput,
+}
+
+impl AttachStream {
+    /// The next output frame `(stream id, bytes)`; `None` once the shim closed the stream
+    /// (the process exited and all output was delivered).
+    pub async fn next_frame(&mut self) -> Result<Option<(u8, Bytes)>> {
+        self.output.next_frame().await
+    }
+
+    /// Splits into the output and the stdin halves.
+    pub fn into_split(self) -> (AttachOutput, AttachInput) {
+        (self.output, self.input)
+    }
+}
+
+impl AsyncWrite for AttachStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.input).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.input).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.input).poll_shutdown(cx)
+    }
+}
+
+/// The output half of an attach: frames from the shim.
+#[derive(Debug)]
+pub struct AttachOutput {
+    reader: BufReader<OwnedReadHalf>,
+}
+
+impl AttachOutput {
+    /// The next output frame `(stream id, bytes)`; `None` at the end of the stream.
+    pub async fn next_frame(&mut self) -> Result<Option<(u8, Bytes)>> {
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        match self.reader.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(RuntimeError::io("read attach frame", e)),
+        }
+        let (stream, len) = decode_frame_header(&header);
+        let mut payload = vec![0u8; len];
+        self.reader
+            .read_exact(&mut payload)
+            .await
+            .map_err(|e| RuntimeError::io("read attach frame payload", e))?;
+        Ok(Some((stream, Bytes::from(payload))))
+    }
+}
+
+/// The stdin half of an attach; shutting it down closes the container's stdin (when the
+/// attach asked for stdin).
+#[derive(Debug)]
+pub struct AttachInput {
+    writer: OwnedWriteHalf,
+}
+
+impl AsyncWrite for AttachInput {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.writer).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.writer).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.writer).poll_shutdown(cx)
+    }
+}

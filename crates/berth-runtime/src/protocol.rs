@@ -1,0 +1,178 @@
+//! The shim control protocol: newline-delimited JSON on `<state-dir>/shim.sock`.
+//!
+//! A connection starts with [`Request::Hello`] answered by [`Response::Hello`]; after that
+//! every request line gets one response line. `Attach` switches the connection to a framed
+//! byte stream after its `Ok` response (see [`encode_frame_header`]). New requests (such as
+//! `Exec`) are added as new enum variants; an older shim answers an unknown request with an
+//! `Error` response instead of dropping the connection.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorKind;
+
+/// Version of the protocol spoken by this crate.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Name of the control socket inside the state directory.
+pub const SOCKET_NAME: &str = "shim.sock";
+/// Name of the exit status file inside the state directory.
+pub const EXIT_FILE_NAME: &str = "exit.json";
+
+/// Stream id of stdout frames (and of everything when a tty is used).
+pub const STREAM_STDOUT: u8 = 1;
+/// Stream id of stderr frames.
+pub const STREAM_STDERR: u8 = 2;
+/// Size of a frame header: stream id (u8) + payload length (u32, big endian).
+pub const FRAME_HEADER_LEN: usize = 5;
+
+/// A request from a client to the shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Request {
+    /// First message of every connection.
+    Hello {
+        /// Protocol version of the client.
+        version: u32,
+    },
+    /// Start the created container.
+    Start,
+    /// Report the container's state.
+    State,
+    /// Send a signal to the container's process.
+    Kill {
+        /// Signal number.
+        signal: i32,
+    },
+    /// Answer once the process has exited and its output has been drained.
+    Wait,
+    /// Resize the container's terminal.
+    Resize {
+        /// Rows.
+        height: u16,
+        /// Columns.
+        width: u16,
+    },
+    /// Close the container's stdin.
+    CloseStdin,
+    /// Switch this connection to the framed attach stream.
+    Attach {
+        /// Forward bytes from the client to the container's stdin.
+        stdin: bool,
+        /// Send stdout frames.
+        stdout: bool,
+        /// Send stderr frames.
+        stderr: bool,
+    },
+    /// Destroy the container and stop the shim.
+    Delete,
+}
+
+/// Lifecycle status of the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, not started yet.
+    Created,
+    /// The process runs.
+    Running,
+    /// The process has exited.
+    Stopped,
+}
+
+/// How the container's process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code; 128 + signal for a death by signal (like Docker).
+    pub code: i32,
+    /// The signal that killed the process, if any.
+    pub signal: Option<i32>,
+    /// The container's cgroup saw an OOM kill.
+    pub oom_killed: bool,
+    /// When the exit was observed (RFC 3339 with nanoseconds).
+    pub finished_at: String,
+}
+
+/// State of the container as the shim sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimState {
+    /// Host pid of the container's process (0 if unknown).
+    pub pid: i32,
+    /// Lifecycle status.
+    pub status: Status,
+    /// Exit status once stopped.
+    pub exit: Option<ExitStatus>,
+}
+
+/// A response from the shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Response {
+    /// Answer to `Hello`.
+    Hello {
+        /// Protocol version of the shim.
+        version: u32,
+        /// Pid of the shim.
+        shim_pid: i32,
+    },
+    /// The request succeeded.
+    Ok,
+    /// Answer to `State`.
+    State(ShimState),
+    /// Answer to `Wait`.
+    Exit(ExitStatus),
+    /// The request failed.
+    Error {
+        /// Classification.
+        kind: ErrorKind,
+        /// Human readable message.
+        message: String,
+    },
+}
+
+/// Encodes the header of an attach frame carrying `len` bytes of `stream`.
+pub fn encode_frame_header(stream: u8, len: usize) -> [u8; FRAME_HEADER_LEN] {
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    [stream, len[0], len[1], len[2], len[3]]
+}
+
+/// Decodes an attach frame header into (stream, payload length).
+pub fn decode_frame_header(h: &[u8; FRAME_HEADER_LEN]) -> (u8, usize) {
+    (h[0], u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format() {
+        let r = serde_json::to_string(&Request::Kill { signal: 15 }).unwrap();
+        assert_eq!(r, r#"{"type":"Kill","signal":15}"#);
+        let back: Request = serde_json::from_str(r#"{"type":"Start"}"#).unwrap();
+        assert_eq!(back, Request::Start);
+        assert!(serde_json::from_str::<Request>(r#"{"type":"Exec","args":[]}"#).is_err());
+    }
+
+    #[test]
+    fn state_response_roundtrip() {
+        let resp = Response::State(ShimState {
+            pid: 42,
+            status: Status::Stopped,
+            exit: Some(ExitStatus {
+                code: 143,
+                signal: Some(15),
+                oom_killed: false,
+                finished_at: "2024-01-01T00:00:00.000000001Z".into(),
+            }),
+        });
+        let line = serde_json::to_string(&resp).unwrap();
+        assert!(line.contains(r#""status":"stopped""#), "{line}");
+        assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), resp);
+    }
+
+    #[test]
+    fn frame_header_roundtrip() {
+        let h = encode_frame_header(STREAM_STDERR, 70000);
+        assert_eq!(decode_frame_header(&h), (STREAM_STDERR, 70000));
+    }
+}

@@ -1,0 +1,328 @@
+//! The two ways the shim drives a container: youki's libcontainer linked in, or an OCI
+//! runtime binary (runc) run as a command.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+
+use crate::error::ErrorKind;
+
+/// A failure reported by the shim to its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShimError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ShimError {
+    pub fn other(message: impl Into<String>) -> Self {
+        ShimError {
+            kind: ErrorKind::Other,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_state(message: impl Into<String>) -> Self {
+        ShimError {
+            kind: ErrorKind::InvalidState,
+            message: message.into(),
+        }
+    }
+}
+
+/// The container side of the stdio the shim hands to the runtime.
+pub(crate) struct ContainerStdio {
+    /// `None` when a terminal is used (the runtime creates the pty).
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// Where the runtime sends the pty master.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// Formats an error with its whole source chain.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+/// Classifies a runtime's create/start failure, rewriting exec failures into the message
+/// docker users know.
+pub(crate) fn classify(message: &str, arg0: &str) -> ShimError {
+    let lower = message.to_ascii_lowercase();
+    let not_found = lower.contains("not found in $path")
+        || lower.contains("executable file not found")
+        || (lower.contains("exec: ") && lower.contains("no such file or directory"));
+    let not_executable = lower.contains("does not have correct permissions")
+        || (lower.contains("exec: ") && lower.contains("permission denied"));
+    if not_found {
+        let message = if arg0.contains('/') {
+            format!("exec: \"{arg0}\": stat {arg0}: no such file or directory")
+        } else {
+            format!("exec: \"{arg0}\": executable file not found in $PATH")
+        };
+        ShimError {
+            kind: ErrorKind::NotFound,
+            message,
+        }
+    } else if not_executable {
+        ShimError {
+            kind: ErrorKind::NotExecutable,
+            message: format!("exec: \"{arg0}\": permission denied"),
+        }
+    } else {
+        ShimError::other(message.trim().to_string())
+    }
+}
+
+pub(crate) enum Backend {
+    Libcontainer(Box<Container>),
+    Oci {
+        runtime: PathBuf,
+        root: PathBuf,
+        id: String,
+        log: PathBuf,
+    },
+}
+
+impl Backend {
+    /// Creates the container; returns the backend and the container process's pid.
+    pub fn create(
+        id: &str,
+        bundle: &Path,
+        state_dir: &Path,
+        runtime: Option<&Path>,
+        stdio: ContainerStdio,
+        arg0: &str,
+    ) -> Result<(Backend, i32), ShimError> {
+        match runtime {
+            None => create_libcontainer(id, bundle, state_dir, stdio, arg0),
+            Some(rt) => create_oci(rt, id, bundle, state_dir, stdio, arg0),
+        }
+    }
+
+    pub fn start(&mut self, arg0: &str) -> Result<(), ShimError> {
+        match self {
+            Backend::Libcontainer(c) => c.start().map_err(|e| classify(&error_chain(&e), arg0)),
+            Backend::Oci {
+                runtime,
+                root,
+                id,
+                log,
+            } => {
+                run_oci(runtime, root, log, &["start", id.as_str()]).map_err(|m| classify(&m, arg0))
+            }
+        }
+    }
+
+    /// Removes the runtime's state and the container's cgroup. The process must be gone.
+    pub fn delete(&mut self) -> Result<(), ShimError> {
+        match self {
+            Backend::Libcontainer(c) => c.delete(true).map_err(|e| {
+                ShimError::other(format!("delete container {}: {}", c.id(), error_chain(&e)))
+            }),
+            Backend::Oci {
+                runtime,
+                root,
+                id,
+                log,
+            } => run_oci(runtime, root, log, &["delete", "--force", id.as_str()])
+                .map_err(|m| ShimError::other(format!("delete container {id}: {m}"))),
+        }
+    }
+}
+
+fn create_libcontainer(
+    id: &str,
+    bundle: &Path,
+    state_dir: &Path,
+    stdio: ContainerStdio,
+    arg0: &str,
+) -> Result<(Backend, i32), ShimError> {
+    let root = state_dir.join("libcontainer");
+    fs::create_dir_all(&root)
+        .map_err(|e| ShimError::other(format!("create {}: {e}", root.display())))?;
+    let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        .with_root_path(&root)
+        .map_err(|e| {
+            ShimError::other(format!(
+                "libcontainer root {}: {}",
+                root.display(),
+                error_chain(&e)
+            ))
+        })?;
+    if let Some(inp) = stdio.stdin {
+        builder = builder.with_stdin(inp);
+    }
+    if let Some(out) = stdio.stdout {
+        builder = builder.with_stdout(out);
+    }
+    if let Some(err) = stdio.stderr {
+        builder = builder.with_stderr(err);
+    }
+    let container = builder
+        .with_console_socket(stdio.console_socket.as_ref())
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| classify(&error_chain(&e), arg0))?;
+    let pid = container
+        .pid()
+        .ok_or_else(|| ShimError::other(format!("container {id}: runtime reported no pid")))?;
+    Ok((Backend::Libcontainer(Box::new(container)), pid.as_raw()))
+}
+
+/// Last error message runc wrote to its json log.
+fn last_log_error(log: &Path) -> Option<String> {
+    let data = fs::read_to_string(log).ok()?;
+    data.lines().rev().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["level"] == "error" || v["level"] == "fatal")
+            .then(|| v["msg"].as_str().map(String::from))?
+    })
+}
+
+/// A command whose child starts with an empty signal mask (the shim blocks SIGCHLD and
+/// the mask survives exec).
+fn unmasked_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    // SAFETY: runs between fork and exec; sigprocmask is async-signal-safe and the set
+    // lives on the child's stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd
+}
+
+fn run_oci(runtime: &Path, root: &Path, log: &Path, args: &[&str]) -> Result<(), String> {
+    let out = unmasked_command(runtime)
+        .arg("--root")
+        .arg(root)
+        .arg("--log")
+        .arg(log)
+        .args(["--log-format", "json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("run {}: {e}", runtime.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(last_log_error(log)
+        .or((!stderr.is_empty()).then_some(stderr))
+        .unwrap_or_else(|| format!("{} {} failed: {}", runtime.display(), args[0], out.status)))
+}
+
+fn create_oci(
+    runtime: &Path,
+    id: &str,
+    bundle: &Path,
+    state_dir: &Path,
+    stdio: ContainerStdio,
+    arg0: &str,
+) -> Result<(Backend, i32), ShimError> {
+    let root = state_dir.join("runc");
+    let log = state_dir.join("runtime.log");
+    let pid_file = state_dir.join("container.pid");
+    let mut cmd = unmasked_command(runtime);
+    cmd.arg("--root")
+        .arg(&root)
+        .arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "create"]);
+    cmd.arg("--bundle")
+        .arg(bundle)
+        .arg("--pid-file")
+        .arg(&pid_file);
+    if let Some(sock) = &stdio.console_socket {
+        cmd.arg("--console-socket").arg(sock);
+    }
+    cmd.arg(id);
+    // runc passes its own stdio through to the container process.
+    cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from));
+    cmd.stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from));
+    cmd.stderr(stdio.stderr.map_or_else(Stdio::null, Stdio::from));
+    let status = cmd
+        .status()
+        .map_err(|e| ShimError::other(format!("run {}: {e}", runtime.display())))?;
+    drop(cmd);
+    if !status.success() {
+        let msg = last_log_error(&log)
+            .unwrap_or_else(|| format!("{} create failed: {status}", runtime.display()));
+        return Err(classify(&msg, arg0));
+    }
+    let pid = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .ok_or_else(|| ShimError::other(format!("read pid file {}", pid_file.display())))?;
+    Ok((
+        Backend::Oci {
+            runtime: runtime.to_path_buf(),
+            root,
+            id: id.to_string(),
+            log,
+        },
+        pid,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_exec_failures() {
+        let e = classify(
+            "error in executing process : executable 'nosuchcmd' not found in $PATH",
+            "nosuchcmd",
+        );
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(
+            e.message,
+            "exec: \"nosuchcmd\": executable file not found in $PATH"
+        );
+        let e = classify(
+            "runc create failed: unable to start container process: exec: \"/nope\": stat /nope: no such file or directory",
+            "/nope",
+        );
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(
+            e.message,
+            "exec: \"/nope\": stat /nope: no such file or directory"
+        );
+        let e = classify(
+            "executable '/etc/passwd' at path '\"/etc/passwd\"' does not have correct permissions",
+            "/etc/passwd",
+        );
+        assert_eq!(e.kind, ErrorKind::NotExecutable);
+        assert_eq!(e.message, "exec: \"/etc/passwd\": permission denied");
+        let e = classify(
+            "unable to apply cgroup configuration: permission denied",
+            "sh",
+        );
+        assert_eq!(e.kind, ErrorKind::Other);
+    }
+}

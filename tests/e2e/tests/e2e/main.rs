@@ -1,0 +1,11 @@
+//! End-to-end tests: each test starts its own `berthd` (see `berth_e2e::TestDaemon`) and drives
+//! it the way users do, with Docker's behaviour as the reference.
+
+mod bad_input;
+mod cli_containers;
+mod cli_images;
+mod cli_run;
+mod debian;
+mod docker_cli;
+mod faults;
+mod util;
