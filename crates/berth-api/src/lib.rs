@@ -16,6 +16,7 @@ pub mod images;
 pub mod progress;
 pub mod query;
 pub mod stdcopy;
+pub mod units;
 
 pub use bollard_stubs::models;
 

@@ -302,7 +302,7 @@ fn history_row(h: &HistoryItem, human: bool, trunc: bool) -> Value {
     } else if h.created <= HISTORY_EPOCH {
         "N/A".to_string()
     } else {
-        format!("{} ago", crate::output::human_duration((now_unix() - h.created) as f64))
+        format!("{} ago", berth_api::units::human_duration((now_unix() - h.created) as f64))
     };
     let created_by = h.created_by.replace('\t', " ");
     map_of([

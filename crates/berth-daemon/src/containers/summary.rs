@@ -213,61 +213,7 @@ fn status_text(r: &ContainerRecord, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Go-units `HumanDuration`.
-pub(crate) fn human_duration(d: chrono::TimeDelta) -> String {
-    let secs = d.num_seconds();
-    if secs < 1 {
-        return "Less than a second".into();
-    }
-    if secs == 1 {
-        return "1 second".into();
-    }
-    if secs < 60 {
-        return format!("{secs} seconds");
-    }
-    let minutes = d.num_minutes();
-    if minutes == 1 {
-        return "About a minute".into();
-    }
-    if minutes < 60 {
-        return format!("{minutes} minutes");
-    }
-    let hours = (d.num_seconds() as f64 / 3600.0).round() as i64;
-    if hours == 1 {
-        return "About an hour".into();
-    }
-    if hours < 48 {
-        return format!("{hours} hours");
-    }
-    if hours < 24 * 7 * 2 {
-        return format!("{} days", hours / 24);
-    }
-    if hours < 24 * 30 * 2 {
-        return format!("{} weeks", hours / 24 / 7);
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{} months", hours / 24 / 30);
-    }
-    format!("{} years", hours / 24 / 365)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeDelta;
-
-    #[test]
-    fn durations_read_like_docker() {
-        assert_eq!(human_duration(TimeDelta::milliseconds(300)), "Less than a second");
-        assert_eq!(human_duration(TimeDelta::seconds(1)), "1 second");
-        assert_eq!(human_duration(TimeDelta::seconds(45)), "45 seconds");
-        assert_eq!(human_duration(TimeDelta::seconds(90)), "About a minute");
-        assert_eq!(human_duration(TimeDelta::minutes(5)), "5 minutes");
-        assert_eq!(human_duration(TimeDelta::minutes(61)), "About an hour");
-        assert_eq!(human_duration(TimeDelta::hours(30)), "30 hours");
-        assert_eq!(human_duration(TimeDelta::days(3)), "3 days");
-        assert_eq!(human_duration(TimeDelta::days(20)), "2 weeks");
-        assert_eq!(human_duration(TimeDelta::days(100)), "3 months");
-        assert_eq!(human_duration(TimeDelta::days(800)), "2 years");
-    }
+/// Go-units `HumanDuration` of a time span.
+fn human_duration(d: chrono::TimeDelta) -> String {
+    berth_api::units::human_duration(d.num_milliseconds() as f64 / 1000.0)
 }
