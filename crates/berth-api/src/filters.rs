@@ -59,7 +59,10 @@ impl Filters {
 
     /// Adds a value for a filter name (used by the CLI to build filters).
     pub fn add(&mut self, name: &str, value: &str) {
-        self.0.entry(name.to_string()).or_default().push(value.to_string());
+        self.0
+            .entry(name.to_string())
+            .or_default()
+            .push(value.to_string());
     }
 
     /// The values given for a filter name (empty if absent).

@@ -23,6 +23,10 @@ pub struct ImageSummaryLegacy {
     #[serde(flatten)]
     pub summary: ImageSummary,
     /// Equal to `Size`; omitted for API ≥ 1.44.
-    #[serde(rename = "VirtualSize", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "VirtualSize",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub virtual_size: Option<i64>,
 }

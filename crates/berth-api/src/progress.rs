@@ -55,19 +55,28 @@ pub struct ErrorDetail {
 impl JsonMessage {
     /// A `stream` message.
     pub fn stream(text: impl Into<String>) -> Self {
-        JsonMessage { stream: Some(text.into()), ..Default::default() }
+        JsonMessage {
+            stream: Some(text.into()),
+            ..Default::default()
+        }
     }
 
     /// A `status` message.
     pub fn status(text: impl Into<String>) -> Self {
-        JsonMessage { status: Some(text.into()), ..Default::default() }
+        JsonMessage {
+            status: Some(text.into()),
+            ..Default::default()
+        }
     }
 
     /// An error message in moby's shape: `errorDetail` plus the legacy `error`.
     pub fn error(text: impl Into<String>) -> Self {
         let message = text.into();
         JsonMessage {
-            error_detail: Some(ErrorDetail { code: None, message: message.clone() }),
+            error_detail: Some(ErrorDetail {
+                code: None,
+                message: message.clone(),
+            }),
             error: Some(message),
             ..Default::default()
         }

@@ -51,7 +51,11 @@ pub struct BadFrame(pub u8);
 
 impl std::fmt::Display for BadFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unrecognized stream type {} in multiplexed stream", self.0)
+        write!(
+            f,
+            "unrecognized stream type {} in multiplexed stream",
+            self.0
+        )
     }
 }
 
@@ -92,8 +96,14 @@ mod tests {
         d.feed(&wire[..5]);
         assert_eq!(d.next_frame().unwrap(), None);
         d.feed(&wire[5..]);
-        assert_eq!(d.next_frame().unwrap(), Some((StdStream::Stdout, b"hello\n".to_vec())));
-        assert_eq!(d.next_frame().unwrap(), Some((StdStream::Stderr, b"oops".to_vec())));
+        assert_eq!(
+            d.next_frame().unwrap(),
+            Some((StdStream::Stdout, b"hello\n".to_vec()))
+        );
+        assert_eq!(
+            d.next_frame().unwrap(),
+            Some((StdStream::Stderr, b"oops".to_vec()))
+        );
         assert_eq!(d.next_frame().unwrap(), None);
     }
 

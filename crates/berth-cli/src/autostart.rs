@@ -32,7 +32,9 @@ pub fn config_path() -> Option<PathBuf> {
 /// Whether the config file disables autostart (`"autostart": false`).
 fn disabled_by_config(path: Option<&Path>) -> bool {
     let Some(path) = path else { return false };
-    let Ok(text) = std::fs::read(path) else { return false };
+    let Ok(text) = std::fs::read(path) else {
+        return false;
+    };
     serde_json::from_slice::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v.get("autostart").and_then(serde_json::Value::as_bool))
@@ -50,7 +52,9 @@ fn find_daemon() -> Option<PathBuf> {
         }
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("berthd")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join("berthd"))
+        .find(|p| p.is_file())
 }
 
 impl Autostart {
@@ -71,15 +75,16 @@ impl Autostart {
     pub async fn start(&self, socket: &Path) -> Result<()> {
         let log_path = Path::new(LOG_PATH);
         if let Some(dir) = log_path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_path)
             .with_context(|| format!("opening {LOG_PATH}"))?;
-        let log_err = log.try_clone().with_context(|| format!("opening {LOG_PATH}"))?;
+        let log_err = log
+            .try_clone()
+            .with_context(|| format!("opening {LOG_PATH}"))?;
         use std::os::unix::process::CommandExt;
         let child = Command::new(&self.daemon)
             .stdin(Stdio::null())

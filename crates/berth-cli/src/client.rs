@@ -49,7 +49,8 @@ impl std::error::Error for ApiError {}
 
 /// Whether an error is a daemon 404.
 pub fn is_not_found(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<ApiError>().is_some_and(|e| e.status == 404)
+    err.downcast_ref::<ApiError>()
+        .is_some_and(|e| e.status == 404)
 }
 
 /// The daemon could not be reached at all.
@@ -100,7 +101,10 @@ impl Endpoint {
         if rest.is_empty() {
             return Err(anyhow!("unable to parse docker host `{host}`"));
         }
-        if rest.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        if rest
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             Ok(Endpoint::Tcp(rest.to_string()))
         } else {
             Ok(Endpoint::Tcp(format!("{rest}:2375")))
@@ -212,7 +216,9 @@ impl Client {
                         return Ok(c);
                     }
                 }
-                Err(anyhow::Error::new(ConnectError { host: self.host.clone() }))
+                Err(anyhow::Error::new(ConnectError {
+                    host: self.host.clone(),
+                }))
             }
         }
     }
@@ -235,7 +241,10 @@ impl Client {
             .method(method)
             .uri(uri)
             .header(header::HOST, self.host_header())
-            .header(header::USER_AGENT, concat!("Berth-Client/", env!("CARGO_PKG_VERSION"), " (linux)"))
+            .header(
+                header::USER_AGENT,
+                concat!("Berth-Client/", env!("CARGO_PKG_VERSION"), " (linux)"),
+            )
     }
 
     /// Sends a request on a fresh connection and returns the response once its headers
@@ -297,7 +306,12 @@ impl Client {
 
     /// Sends `req` with `Connection: Upgrade` / `Upgrade: tcp` and returns the raw stream
     /// after `101 Switching Protocols`.
-    pub async fn hijack(&self, method: Method, path: &str, json: Option<Vec<u8>>) -> Result<Hijacked> {
+    pub async fn hijack(
+        &self,
+        method: Method,
+        path: &str,
+        json: Option<Vec<u8>>,
+    ) -> Result<Hijacked> {
         let mut builder = self
             .request(method, path)
             .header(header::CONNECTION, "Upgrade")
@@ -318,9 +332,14 @@ impl Client {
             return Err(error_from_response(resp).await);
         }
         if status != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(anyhow!("unable to upgrade to tcp, received {}", status.as_u16()));
+            return Err(anyhow!(
+                "unable to upgrade to tcp, received {}",
+                status.as_u16()
+            ));
         }
-        let upgraded = hyper::upgrade::on(resp).await.context("upgrading the connection")?;
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .context("upgrading the connection")?;
         Ok(TokioIo::new(upgraded))
     }
 
@@ -343,12 +362,16 @@ impl Client {
 
 /// An empty request body.
 pub fn empty() -> ReqBody {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A buffered request body.
 pub fn full(data: impl Into<Bytes>) -> ReqBody {
-    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A request body streamed from a reader (sent with chunked transfer encoding).
@@ -360,7 +383,12 @@ pub fn streamed<R: AsyncRead + Send + 'static>(reader: R) -> ReqBody {
 
 /// Reads a whole response body.
 pub async fn read_body(resp: Response<Incoming>) -> Result<Bytes> {
-    Ok(resp.into_body().collect().await.context("reading the daemon's reply")?.to_bytes())
+    Ok(resp
+        .into_body()
+        .collect()
+        .await
+        .context("reading the daemon's reply")?
+        .to_bytes())
 }
 
 /// Builds the error for a failed response the way the Go client does (`checkResponseErr`).
@@ -396,7 +424,10 @@ pub fn decode_error(status: StatusCode, is_json: bool, body: &[u8]) -> ApiError 
     } else {
         String::from_utf8_lossy(body).trim().to_string()
     };
-    ApiError { status: status.as_u16(), message }
+    ApiError {
+        status: status.as_u16(),
+        message,
+    }
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay as they are).
@@ -416,7 +447,8 @@ pub fn enc(value: &str) -> String {
 pub fn enc_path(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/' | b':' | b'@') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/' | b':' | b'@')
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -430,7 +462,10 @@ pub fn query(pairs: &[(&str, String)]) -> String {
     if pairs.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect();
     format!("?{}", parts.join("&"))
 }
 
@@ -493,19 +528,35 @@ mod tests {
             Endpoint::parse("unix:///run/berth/berth.sock").unwrap(),
             Endpoint::Unix("/run/berth/berth.sock".into())
         );
-        assert_eq!(Endpoint::parse("tcp://127.0.0.1:2375").unwrap(), Endpoint::Tcp("127.0.0.1:2375".into()));
-        assert_eq!(Endpoint::parse("tcp://example").unwrap(), Endpoint::Tcp("example:2375".into()));
+        assert_eq!(
+            Endpoint::parse("tcp://127.0.0.1:2375").unwrap(),
+            Endpoint::Tcp("127.0.0.1:2375".into())
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://example").unwrap(),
+            Endpoint::Tcp("example:2375".into())
+        );
         assert!(Endpoint::parse("ssh://x").is_err());
     }
 
     #[test]
     fn errors_decode_like_the_go_client() {
-        let e = decode_error(StatusCode::NOT_FOUND, true, br#"{"message":"No such container: x"}"#);
-        assert_eq!(e.to_string(), "Error response from daemon: No such container: x");
+        let e = decode_error(
+            StatusCode::NOT_FOUND,
+            true,
+            br#"{"message":"No such container: x"}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "Error response from daemon: No such container: x"
+        );
         let e = decode_error(StatusCode::CONFLICT, false, b" plain text\n");
         assert_eq!(e.message, "plain text");
         let e = decode_error(StatusCode::BAD_REQUEST, true, b"{}");
-        assert_eq!(e.message, "API returned a 400 (Bad Request) but provided no error-message");
+        assert_eq!(
+            e.message,
+            "API returned a 400 (Bad Request) but provided no error-message"
+        );
     }
 
     #[test]
@@ -522,7 +573,10 @@ mod tests {
     fn query_encoding() {
         assert_eq!(query(&[]), "");
         assert_eq!(
-            query(&[("filters", r#"{"a":{"b=c":true}}"#.into()), ("all", "1".into())]),
+            query(&[
+                ("filters", r#"{"a":{"b=c":true}}"#.into()),
+                ("all", "1".into())
+            ]),
             "?filters=%7B%22a%22%3A%7B%22b%3Dc%22%3Atrue%7D%7D&all=1"
         );
     }

@@ -43,7 +43,12 @@ struct Cli {
     #[arg(short = 'H', long, value_name = "list")]
     host: Vec<String>,
     /// Set the logging level ("debug", "info", "warn", "error", "fatal")
-    #[arg(short = 'l', long = "log-level", value_name = "string", default_value = "info")]
+    #[arg(
+        short = 'l',
+        long = "log-level",
+        value_name = "string",
+        default_value = "info"
+    )]
     log_level: String,
     /// Do not start berthd automatically when the default socket does not answer
     #[arg(long = "no-autostart")]
@@ -83,7 +88,9 @@ fn docker_config_dir(flag: Option<PathBuf>) -> PathBuf {
     if let Some(p) = std::env::var_os("DOCKER_CONFIG") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".docker")
 }
 
@@ -109,7 +116,11 @@ fn locate(root: &clap::Command, argv: &[String]) -> clap::Command {
             .cloned();
         match next {
             Some(c) => {
-                let name = format!("{} {}", cmd.get_bin_name().unwrap_or(cmd.get_name()), c.get_name());
+                let name = format!(
+                    "{} {}",
+                    cmd.get_bin_name().unwrap_or(cmd.get_name()),
+                    c.get_name()
+                );
                 cmd = c.bin_name(name);
             }
             None if cmd.has_subcommands() => continue,
@@ -180,7 +191,9 @@ fn clap_exit(err: clap::Error, root: &clap::Command) -> i32 {
     let path = command_path(&usage);
     let usage_line = usage.trim_start_matches("Usage:").trim().to_string();
     let (message, code) = match err.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = err.print();
             return 0;
         }
@@ -188,34 +201,77 @@ fn clap_exit(err: clap::Error, root: &clap::Command) -> i32 {
             let arg = ctx(ContextKind::InvalidArg);
             if let Some(long) = arg.strip_prefix("--") {
                 let name = long.split('=').next().unwrap_or(long);
-                (format!("unknown flag: --{name}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information"), 125)
+                (
+                    format!(
+                        "unknown flag: --{name}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information"
+                    ),
+                    125,
+                )
             } else if let Some(short) = arg.strip_prefix('-') {
                 let c = short.chars().next().unwrap_or('-');
-                (format!("unknown shorthand flag: '{c}' in {arg}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information"), 125)
+                (
+                    format!(
+                        "unknown shorthand flag: '{c}' in {arg}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information"
+                    ),
+                    125,
+                )
             } else {
-                (format!("berth: '{path}' {}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information", arity_phrase(root, &path)), 1)
+                (
+                    format!(
+                        "berth: '{path}' {}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information",
+                        arity_phrase(root, &path)
+                    ),
+                    1,
+                )
             }
         }
         ErrorKind::InvalidSubcommand => {
             let sub = ctx(ContextKind::InvalidSubcommand);
-            let parent = if path.is_empty() { "berth".to_string() } else { path.clone() };
-            (format!("berth: unknown command: {parent} {sub}\n\nRun '{parent} --help' for more information"), 1)
+            let parent = if path.is_empty() {
+                "berth".to_string()
+            } else {
+                path.clone()
+            };
+            (
+                format!(
+                    "berth: unknown command: {parent} {sub}\n\nRun '{parent} --help' for more information"
+                ),
+                1,
+            )
         }
-        ErrorKind::MissingRequiredArgument | ErrorKind::TooFewValues | ErrorKind::WrongNumberOfValues => {
-            (format!("berth: '{path}' {}\n\nUsage:  {usage_line}\n\nSee '{path} --help' for more information", arity_phrase(root, &path)), 1)
-        }
+        ErrorKind::MissingRequiredArgument
+        | ErrorKind::TooFewValues
+        | ErrorKind::WrongNumberOfValues => (
+            format!(
+                "berth: '{path}' {}\n\nUsage:  {usage_line}\n\nSee '{path} --help' for more information",
+                arity_phrase(root, &path)
+            ),
+            1,
+        ),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
             let arg = ctx(ContextKind::InvalidArg);
             let flag = flag_display(&located, arg.split([' ', '=']).next().unwrap_or(&arg));
             let value = ctx(ContextKind::InvalidValue);
             if value.is_empty() && err.kind() == ErrorKind::InvalidValue {
-                (format!("flag needs an argument: {flag}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information"), 125)
+                (
+                    format!(
+                        "flag needs an argument: {flag}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information"
+                    ),
+                    125,
+                )
             } else {
-                let reason = std::error::Error::source(&err).map(|e| e.to_string()).unwrap_or_else(|| {
-                    let valid = ctx(ContextKind::ValidValue);
-                    format!("valid values are {valid}")
-                });
-                (format!("invalid argument \"{value}\" for \"{flag}\" flag: {reason}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information"), 125)
+                let reason = std::error::Error::source(&err)
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| {
+                        let valid = ctx(ContextKind::ValidValue);
+                        format!("valid values are {valid}")
+                    });
+                (
+                    format!(
+                        "invalid argument \"{value}\" for \"{flag}\" flag: {reason}\n\nUsage:  {usage_line}\n\nRun '{path} --help' for more information"
+                    ),
+                    125,
+                )
             }
         }
         _ => {
@@ -244,7 +300,10 @@ fn run() -> i32 {
         let _ = Cli::command().print_help();
         return 0;
     };
-    if !matches!(cli.log_level.as_str(), "debug" | "info" | "warn" | "error" | "fatal" | "panic" | "trace") {
+    if !matches!(
+        cli.log_level.as_str(),
+        "debug" | "info" | "warn" | "error" | "fatal" | "panic" | "trace"
+    ) {
         eprintln!("Unable to parse logging level: {}", cli.log_level);
         return 1;
     }
@@ -255,13 +314,24 @@ fn run() -> i32 {
         };
     }
     let (host, explicit) = resolve_host(&cli.host);
-    let autostart = if explicit { None } else { Autostart::for_default_host(cli.no_autostart) };
+    let autostart = if explicit {
+        None
+    } else {
+        Autostart::for_default_host(cli.no_autostart)
+    };
     let client = match Client::new(&host, autostart) {
         Ok(c) => c,
         Err(e) => return report(&e),
     };
-    let ctx = Ctx { client, docker_config: docker_config_dir(cli.config), debug: cli.debug };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let ctx = Ctx {
+        client,
+        docker_config: docker_config_dir(cli.config),
+        debug: cli.debug,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("starting the async runtime: {e}");
@@ -281,7 +351,8 @@ fn run() -> i32 {
 /// Prints an error as the docker CLI does and returns its exit code.
 fn report(err: &anyhow::Error) -> i32 {
     let broken_pipe = err.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     });
     if broken_pipe {
         // Our reader went away (`berth ps | head`): exit quietly with the status a process
@@ -330,22 +401,44 @@ mod tests {
     #[test]
     fn usage_paths_and_arity() {
         let root = Cli::command();
-        assert_eq!(command_path("Usage: berth container rm <CONTAINER>..."), "berth container rm");
-        assert_eq!(command_path("Usage: berth run [OPTIONS] IMAGE [COMMAND] [ARG...]"), "berth run");
-        assert_eq!(arity_phrase(&root, "berth rm"), "requires at least 1 argument");
+        assert_eq!(
+            command_path("Usage: berth container rm <CONTAINER>..."),
+            "berth container rm"
+        );
+        assert_eq!(
+            command_path("Usage: berth run [OPTIONS] IMAGE [COMMAND] [ARG...]"),
+            "berth run"
+        );
+        assert_eq!(
+            arity_phrase(&root, "berth rm"),
+            "requires at least 1 argument"
+        );
         assert_eq!(arity_phrase(&root, "berth rename"), "requires 2 arguments");
-        assert_eq!(arity_phrase(&root, "berth port"), "requires at least 1 and at most 2 arguments");
+        assert_eq!(
+            arity_phrase(&root, "berth port"),
+            "requires at least 1 and at most 2 arguments"
+        );
         assert_eq!(arity_phrase(&root, "berth ps"), "accepts no arguments");
-        let argv: Vec<String> = ["berth", "-H", "x", "container", "ls", "--bogus"].iter().map(|s| s.to_string()).collect();
+        let argv: Vec<String> = ["berth", "-H", "x", "container", "ls", "--bogus"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let mut ls = locate(&root.clone().bin_name("berth"), &argv);
-        assert_eq!(ls.render_usage().to_string(), "Usage: berth container ls [OPTIONS]");
+        assert_eq!(
+            ls.render_usage().to_string(),
+            "Usage: berth container ls [OPTIONS]"
+        );
         assert_eq!(flag_display(&ls, "--last"), "-n, --last");
         assert_eq!(flag_display(&ls, "--format"), "--format");
     }
 
     #[test]
     fn completion_scripts_cover_the_command_tree() {
-        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "berth", &mut out);
             let text = String::from_utf8(out).unwrap();
@@ -359,21 +452,36 @@ mod tests {
     fn broken_pipe_exits_quietly_like_sigpipe() {
         let e = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert_eq!(report(&e), 141);
-        let e = anyhow::Error::new(StatusError { code: 7, message: None });
+        let e = anyhow::Error::new(StatusError {
+            code: 7,
+            message: None,
+        });
         assert_eq!(report(&e), 7);
     }
 
     #[test]
     fn global_flags_precede_the_command() {
         let m = Cli::command()
-            .try_get_matches_from(["berth", "-H", "unix:///tmp/x.sock", "--no-autostart", "ps", "-a"])
+            .try_get_matches_from([
+                "berth",
+                "-H",
+                "unix:///tmp/x.sock",
+                "--no-autostart",
+                "ps",
+                "-a",
+            ])
             .unwrap();
         let cli = Cli::from_arg_matches(&m).unwrap();
         assert_eq!(cli.host, vec!["unix:///tmp/x.sock".to_string()]);
         assert!(cli.no_autostart);
-        assert_eq!(resolve_host(&cli.host), ("unix:///tmp/x.sock".to_string(), true));
+        assert_eq!(
+            resolve_host(&cli.host),
+            ("unix:///tmp/x.sock".to_string(), true)
+        );
         // `-l` after `run` is the container label flag, not the log level.
-        let m = Cli::command().try_get_matches_from(["berth", "run", "-l", "a=b", "-h", "h", "img"]).unwrap();
+        let m = Cli::command()
+            .try_get_matches_from(["berth", "run", "-l", "a=b", "-h", "h", "img"])
+            .unwrap();
         assert!(Cli::from_arg_matches(&m).is_ok());
         assert!(version_line().starts_with("berth version 0.1.0, build "));
     }

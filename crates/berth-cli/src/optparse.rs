@@ -17,7 +17,9 @@ pub fn parse_ram(s: &str) -> Result<i64, String> {
     let (num, suffix) = match s.split_once(' ') {
         Some((n, sfx)) => (n, sfx),
         None => {
-            let sep = s.rfind(|c: char| c.is_ascii_digit() || c == '.').ok_or(format!("invalid size: '{s}'"))?;
+            let sep = s
+                .rfind(|c: char| c.is_ascii_digit() || c == '.')
+                .ok_or(format!("invalid size: '{s}'"))?;
             (&s[..=sep], &s[sep + 1..])
         }
     };
@@ -58,16 +60,30 @@ pub fn parse_mem_swap(s: &str) -> Result<i64, String> {
 pub fn parse_nano_cpus(s: &str) -> Result<i64, String> {
     let bad = || format!("failed to parse {s} as a rational number");
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if (int.is_empty() && frac.is_empty()) || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
     let frac_trim = frac.trim_end_matches('0');
     if frac_trim.len() > 9 {
         return Err("value is too precise".into());
     }
-    let whole: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
-    let nanos: i64 = if frac_trim.is_empty() { 0 } else { format!("{frac_trim:0<9}").parse().map_err(|_| bad())? };
-    whole.checked_mul(1_000_000_000).and_then(|w| w.checked_add(nanos)).ok_or_else(bad)
+    let whole: i64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
+    let nanos: i64 = if frac_trim.is_empty() {
+        0
+    } else {
+        format!("{frac_trim:0<9}").parse().map_err(|_| bad())?
+    };
+    whole
+        .checked_mul(1_000_000_000)
+        .and_then(|w| w.checked_add(nanos))
+        .ok_or_else(bad)
 }
 
 /// A Go duration flag value in nanoseconds.
@@ -76,7 +92,10 @@ pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
 }
 
 /// Converts a flag string into an API enum through its serde name.
-pub fn enum_from<T: DeserializeOwned>(value: &str, err: impl FnOnce() -> anyhow::Error) -> Result<T> {
+pub fn enum_from<T: DeserializeOwned>(
+    value: &str,
+    err: impl FnOnce() -> anyhow::Error,
+) -> Result<T> {
     serde_json::from_value(serde_json::Value::String(value.to_string())).map_err(|_| err())
 }
 
@@ -97,35 +116,65 @@ pub fn parse_restart(policy: &str) -> Result<RestartPolicy> {
         _ => None,
     };
     let name = enum_from(name, || {
-        anyhow!("invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'")
+        anyhow!(
+            "invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
+        )
     })?;
-    Ok(RestartPolicy { name: Some(name), maximum_retry_count: Some(max.unwrap_or(0)) })
+    Ok(RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: Some(max.unwrap_or(0)),
+    })
 }
 
 /// go-units `ParseUlimit`: `nofile=1024:2048`, `nproc=512`.
 pub fn parse_ulimit(spec: &str) -> Result<ResourcesUlimits> {
     const NAMES: [&str; 16] = [
-        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
-        "rss", "rtprio", "rttime", "sigpending", "stack", "as",
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+        "as",
     ];
-    let (name, val) = spec.split_once('=').ok_or_else(|| anyhow!("invalid ulimit argument: {spec}"))?;
+    let (name, val) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow!("invalid ulimit argument: {spec}"))?;
     if !NAMES.contains(&name) {
         bail!("invalid ulimit type: {name}");
     }
-    let num = |s: &str| s.parse::<i64>().map_err(|_| anyhow!("invalid ulimit value: {s}"));
+    let num = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| anyhow!("invalid ulimit value: {s}"))
+    };
     let (soft, hard) = match val.split_once(':') {
         Some((s, h)) => (num(s)?, num(h)?),
         None => (num(val)?, num(val)?),
     };
     if hard != -1 {
         if soft == -1 {
-            bail!("ulimit soft limit must be less than or equal to hard limit: soft: -1 (unlimited), hard: {hard}");
+            bail!(
+                "ulimit soft limit must be less than or equal to hard limit: soft: -1 (unlimited), hard: {hard}"
+            );
         }
         if soft > hard {
             bail!("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}");
         }
     }
-    Ok(ResourcesUlimits { name: Some(name.to_string()), soft: Some(soft), hard: Some(hard) })
+    Ok(ResourcesUlimits {
+        name: Some(name.to_string()),
+        soft: Some(soft),
+        hard: Some(hard),
+    })
 }
 
 /// Parsed `-p`: exposed ports and bindings (`nat.ParsePortSpecs`).
@@ -168,7 +217,9 @@ pub fn parse_ports(specs: &[String]) -> Result<PortSpecs> {
                     Some((k, v)) if !k.is_empty() => {
                         params.insert(k, v);
                     }
-                    _ => bail!("invalid publish opts format (should be name=value but got '{part}')"),
+                    _ => {
+                        bail!("invalid publish opts format (should be name=value but got '{part}')")
+                    }
                 }
             }
             format!(
@@ -187,7 +238,14 @@ pub fn parse_ports(specs: &[String]) -> Result<PortSpecs> {
             n => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
         };
         let (container_port, proto) = match container.split_once('/') {
-            Some((p, proto)) => (p, if proto.is_empty() { "tcp".to_string() } else { proto.to_ascii_lowercase() }),
+            Some((p, proto)) => (
+                p,
+                if proto.is_empty() {
+                    "tcp".to_string()
+                } else {
+                    proto.to_ascii_lowercase()
+                },
+            ),
             None => (container, "tcp".to_string()),
         };
         if container_port.is_empty() {
@@ -200,14 +258,17 @@ pub fn parse_ports(specs: &[String]) -> Result<PortSpecs> {
         if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
             bail!("invalid IP address: {ip}");
         }
-        let (start, end) =
-            parse_port_range(container_port).map_err(|_| anyhow!("invalid containerPort: {container_port}"))?;
+        let (start, end) = parse_port_range(container_port)
+            .map_err(|_| anyhow!("invalid containerPort: {container_port}"))?;
         let host_range = if host_port.is_empty() {
             None
         } else {
-            let r = parse_port_range(host_port).map_err(|_| anyhow!("invalid hostPort: {host_port}"))?;
+            let r = parse_port_range(host_port)
+                .map_err(|_| anyhow!("invalid hostPort: {host_port}"))?;
             if end - start != r.1 - r.0 && end != start {
-                bail!("invalid ranges specified for container and host Ports: {container_port} and {host_port}");
+                bail!(
+                    "invalid ranges specified for container and host Ports: {container_port} and {host_port}"
+                );
             }
             Some(r)
         };
@@ -224,7 +285,10 @@ pub fn parse_ports(specs: &[String]) -> Result<PortSpecs> {
             }
             let entry = bindings.entry(port).or_insert_with(|| Some(Vec::new()));
             if let Some(list) = entry {
-                list.push(PortBinding { host_ip: Some(ip.clone()), host_port: Some(host) });
+                list.push(PortBinding {
+                    host_ip: Some(ip.clone()),
+                    host_port: Some(host),
+                });
             }
         }
     }
@@ -235,10 +299,15 @@ pub fn parse_ports(specs: &[String]) -> Result<PortSpecs> {
 /// environment when `lookup` is set and dropped when absent.
 pub fn parse_kv_file(path: &str, lookup: bool) -> Result<Vec<String>> {
     let data = std::fs::read(path).with_context(|| format!("open {path}"))?;
-    let text = String::from_utf8(data).map_err(|_| anyhow!("invalid env file ({path}): invalid utf8 bytes"))?;
+    let text = String::from_utf8(data)
+        .map_err(|_| anyhow!("invalid env file ({path}): invalid utf8 bytes"))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let line = if i == 0 { line.trim_start_matches('\u{feff}') } else { line };
+        let line = if i == 0 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            line
+        };
         let line = line.trim_start();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -307,7 +376,8 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
             Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
             None => (field.trim().to_ascii_lowercase(), None),
         };
-        let need = || val.ok_or_else(|| anyhow!("invalid field '{field}' must be a key=value pair"));
+        let need =
+            || val.ok_or_else(|| anyhow!("invalid field '{field}' must be a key=value pair"));
         match key.as_str() {
             "type" => typ = need()?.to_string(),
             "source" | "src" => m.source = Some(need()?.to_string()),
@@ -319,15 +389,23 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
                 bind.propagation = Some(enum_from(v, || anyhow!("invalid bind propagation: {v}"))?);
             }
             "bind-nonrecursive" => bind.non_recursive = Some(truthy(val)?),
-            "bind-create-mountpoint" | "bind-create-src" => bind.create_mountpoint = Some(truthy(val)?),
+            "bind-create-mountpoint" | "bind-create-src" => {
+                bind.create_mountpoint = Some(truthy(val)?)
+            }
             "volume-nocopy" => volume.no_copy = Some(truthy(val)?),
             "volume-subpath" => volume.subpath = Some(need()?.to_string()),
             "volume-label" => {
                 let (k, v) = need()?.split_once('=').unwrap_or((need()?, ""));
-                volume.labels.get_or_insert_with(HashMap::new).insert(k.to_string(), v.to_string());
+                volume
+                    .labels
+                    .get_or_insert_with(HashMap::new)
+                    .insert(k.to_string(), v.to_string());
             }
             "volume-driver" => {
-                volume.driver_config.get_or_insert_with(Default::default).name = Some(need()?.to_string());
+                volume
+                    .driver_config
+                    .get_or_insert_with(Default::default)
+                    .name = Some(need()?.to_string());
             }
             "volume-opt" => {
                 let (k, v) = need()?.split_once('=').unwrap_or((need()?, ""));
@@ -339,12 +417,15 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
                     .insert(k.to_string(), v.to_string());
             }
             "tmpfs-size" => {
-                tmpfs.size_bytes = Some(parse_ram(need()?).map_err(|e| anyhow!("invalid value for {key}: {e}"))?)
+                tmpfs.size_bytes =
+                    Some(parse_ram(need()?).map_err(|e| anyhow!("invalid value for {key}: {e}"))?)
             }
             "tmpfs-mode" => {
                 let v = need()?;
-                tmpfs.mode =
-                    Some(i64::from_str_radix(v, 8).map_err(|_| anyhow!("invalid value for {key}: {v}"))?);
+                tmpfs.mode = Some(
+                    i64::from_str_radix(v, 8)
+                        .map_err(|_| anyhow!("invalid value for {key}: {v}"))?,
+                );
             }
             _ => bail!("unexpected key '{key}' in '{field}'"),
         }

@@ -180,7 +180,11 @@ pub struct ContainerOpts {
     #[arg(long = "memory-swap", value_name = "bytes", value_parser = parse_mem_swap, allow_hyphen_values = true)]
     pub memory_swap: Option<i64>,
     /// Tune container memory swappiness (0 to 100)
-    #[arg(long = "memory-swappiness", value_name = "int", allow_hyphen_values = true)]
+    #[arg(
+        long = "memory-swappiness",
+        value_name = "int",
+        allow_hyphen_values = true
+    )]
     pub memory_swappiness: Option<i64>,
     /// Attach a filesystem mount to the container
     #[arg(long, value_name = "mount")]
@@ -192,7 +196,11 @@ pub struct ContainerOpts {
     #[arg(long, visible_alias = "net", value_name = "network")]
     pub network: Vec<String>,
     /// Add network-scoped alias for the container
-    #[arg(long = "network-alias", visible_alias = "net-alias", value_name = "list")]
+    #[arg(
+        long = "network-alias",
+        visible_alias = "net-alias",
+        value_name = "list"
+    )]
     pub network_alias: Vec<String>,
     /// Disable any container-specified HEALTHCHECK
     #[arg(long = "no-healthcheck")]
@@ -317,7 +325,10 @@ pub fn build(
     let mut attach_stdout = o.attach.iter().any(|a| a.eq_ignore_ascii_case("stdout"));
     let mut attach_stderr = o.attach.iter().any(|a| a.eq_ignore_ascii_case("stderr"));
     for a in &o.attach {
-        if !matches!(a.to_ascii_lowercase().as_str(), "stdin" | "stdout" | "stderr") {
+        if !matches!(
+            a.to_ascii_lowercase().as_str(),
+            "stdin" | "stdout" | "stderr"
+        ) {
             bail!("valid streams are STDIN, STDOUT and STDERR");
         }
     }
@@ -335,7 +346,10 @@ pub fn build(
         bail!("invalid value: {s}. Valid memory swappiness range is 0-100");
     }
     if !["always", "missing", "never", ""].contains(&o.pull.as_str()) {
-        bail!("invalid pull option: '{}': must be one of \"always\", \"missing\" or \"never\"", o.pull);
+        bail!(
+            "invalid pull option: '{}': must be one of \"always\", \"missing\" or \"never\"",
+            o.pull
+        );
     }
     let (binds, anon_volumes) = parse_volumes(&o.volume)?;
     let tmpfs: HashMap<String, String> = o
@@ -387,7 +401,9 @@ pub fn build(
     }
     for opt in &o.security_opt {
         let ok = opt == "no-new-privileges"
-            || opt.split_once(['=', ':']).is_some_and(|(_, v)| !v.is_empty());
+            || opt
+                .split_once(['=', ':'])
+                .is_some_and(|(_, v)| !v.is_empty());
         if !ok {
             bail!("Invalid --security-opt: {opt:?}");
         }
@@ -402,7 +418,10 @@ pub fn build(
         if have_health {
             bail!("--no-healthcheck conflicts with --health-* options");
         }
-        Some(HealthConfig { test: Some(vec!["NONE".into()]), ..Default::default() })
+        Some(HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        })
     } else if have_health {
         for (v, flag) in [
             (o.health_interval, "interval"),
@@ -416,7 +435,10 @@ pub fn build(
             }
         }
         Some(HealthConfig {
-            test: o.health_cmd.as_ref().map(|c| vec!["CMD-SHELL".into(), c.clone()]),
+            test: o
+                .health_cmd
+                .as_ref()
+                .map(|c| vec!["CMD-SHELL".into(), c.clone()]),
             interval: Some(o.health_interval.unwrap_or(0)),
             timeout: Some(o.health_timeout.unwrap_or(0)),
             retries: Some(o.health_retries.unwrap_or(0)),
@@ -426,9 +448,21 @@ pub fn build(
     } else {
         None
     };
-    let ulimits = o.ulimit.iter().map(|u| parse_ulimit(u)).collect::<Result<Vec<_>>>()?;
-    let mounts = o.mount.iter().map(|m| parse_mount(m)).collect::<Result<Vec<_>>>()?;
-    if o.rm && restart.name.is_some_and(|n| n.to_string() != "no" && !n.to_string().is_empty()) {
+    let ulimits = o
+        .ulimit
+        .iter()
+        .map(|u| parse_ulimit(u))
+        .collect::<Result<Vec<_>>>()?;
+    let mounts = o
+        .mount
+        .iter()
+        .map(|m| parse_mount(m))
+        .collect::<Result<Vec<_>>>()?;
+    if o.rm
+        && restart
+            .name
+            .is_some_and(|n| n.to_string() != "no" && !n.to_string().is_empty())
+    {
         bail!("conflicting options: cannot specify both --restart and --rm");
     }
     let devices = o
@@ -438,7 +472,9 @@ pub fn build(
             let parts: Vec<&str> = d.split(':').collect();
             let (host, cont, perms) = match parts.as_slice() {
                 [h] => (*h, *h, "rwm"),
-                [h, c] if c.chars().all(|x| "rwm".contains(x)) && !c.starts_with('/') => (*h, *h, *c),
+                [h, c] if c.chars().all(|x| "rwm".contains(x)) && !c.starts_with('/') => {
+                    (*h, *h, *c)
+                }
                 [h, c] => (*h, *c, "rwm"),
                 [h, c, p] => (*h, *c, *p),
                 _ => bail!("invalid device specification: {d}"),
@@ -454,7 +490,11 @@ pub fn build(
         None => None,
         Some(v) => Some(enum_from(v, || anyhow!("invalid isolation: {v}"))?),
     };
-    let network_mode = o.network.first().cloned().unwrap_or_else(|| "default".into());
+    let network_mode = o
+        .network
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "default".into());
     let mut endpoint = EndpointSettings::default();
     if !o.network_alias.is_empty() {
         endpoint.aliases = Some(o.network_alias.clone());
@@ -488,7 +528,11 @@ pub fn build(
         volumes_from: non_empty(o.volumes_from.clone()),
         mounts: non_empty(mounts),
         console_size: Some(vec![console.0 as usize, console.1 as usize]),
-        annotations: if o.annotation.is_empty() { None } else { Some(kv_map(&o.annotation)) },
+        annotations: if o.annotation.is_empty() {
+            None
+        } else {
+            Some(kv_map(&o.annotation))
+        },
         cap_add: non_empty(o.cap_add.clone()),
         cap_drop: non_empty(o.cap_drop.clone()),
         cgroupns_mode: cgroupns,
@@ -505,12 +549,20 @@ pub fn build(
         publish_all_ports: Some(o.publish_all),
         readonly_rootfs: Some(o.read_only),
         security_opt: non_empty(o.security_opt.clone()),
-        storage_opt: if o.storage_opt.is_empty() { None } else { Some(kv_map(&o.storage_opt)) },
+        storage_opt: if o.storage_opt.is_empty() {
+            None
+        } else {
+            Some(kv_map(&o.storage_opt))
+        },
         tmpfs: if tmpfs.is_empty() { None } else { Some(tmpfs) },
         uts_mode: o.uts.clone(),
         userns_mode: o.userns.clone(),
         shm_size: o.shm_size,
-        sysctls: if o.sysctl.is_empty() { None } else { Some(kv_map(&o.sysctl)) },
+        sysctls: if o.sysctl.is_empty() {
+            None
+        } else {
+            Some(kv_map(&o.sysctl))
+        },
         runtime: o.runtime.clone(),
         isolation,
         cgroup_parent: o.cgroup_parent.clone(),
@@ -558,7 +610,9 @@ pub fn build(
         stop_signal: o.stop_signal.clone(),
         stop_timeout: o.stop_timeout,
         host_config: Some(host_config),
-        networking_config: Some(NetworkingConfig { endpoints_config: Some(endpoints) }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(endpoints),
+        }),
         ..Default::default()
     })
 }

@@ -27,7 +27,9 @@ fn err(args: &[&str]) -> String {
     argv.extend_from_slice(args);
     match Probe::try_parse_from(argv) {
         Err(e) => e.to_string(),
-        Ok(p) => build(&p.opts, &p.args[0], &p.args[1..], (0, 0)).unwrap_err().to_string(),
+        Ok(p) => build(&p.opts, &p.args[0], &p.args[1..], (0, 0))
+            .unwrap_err()
+            .to_string(),
     }
 }
 
@@ -43,7 +45,10 @@ fn defaults_match_docker_shape() {
     assert_eq!(b["Entrypoint"], Value::Null);
     let hc = &b["HostConfig"];
     assert_eq!(hc["NetworkMode"], "default");
-    assert_eq!(hc["RestartPolicy"], json!({"Name": "no", "MaximumRetryCount": 0}));
+    assert_eq!(
+        hc["RestartPolicy"],
+        json!({"Name": "no", "MaximumRetryCount": 0})
+    );
     assert_eq!(hc["LogConfig"], json!({"Type": "", "Config": {}}));
     assert_eq!(hc["ConsoleSize"], json!([0, 0]));
     assert_eq!(hc["Dns"], json!([]));
@@ -52,7 +57,23 @@ fn defaults_match_docker_shape() {
 
 #[test]
 fn resources_convert() {
-    let b = body(&["--cpus", "1.5", "-m", "512m", "--memory-swap", "-1", "--pids-limit", "100", "-c", "512", "--cpuset-cpus", "0-1", "--memory-reservation", "1g", "busybox"]);
+    let b = body(&[
+        "--cpus",
+        "1.5",
+        "-m",
+        "512m",
+        "--memory-swap",
+        "-1",
+        "--pids-limit",
+        "100",
+        "-c",
+        "512",
+        "--cpuset-cpus",
+        "0-1",
+        "--memory-reservation",
+        "1g",
+        "busybox",
+    ]);
     let hc = &b["HostConfig"];
     assert_eq!(hc["NanoCpus"], 1_500_000_000i64);
     assert_eq!(hc["Memory"], 536_870_912i64);
@@ -72,7 +93,9 @@ fn ulimits_parse() {
         b["HostConfig"]["Ulimits"],
         json!([{"Name": "nofile", "Soft": 1024, "Hard": 2048}, {"Name": "nproc", "Soft": 64, "Hard": 64}])
     );
-    assert!(err(&["--ulimit", "nofile=10:5", "x"]).contains("soft limit must be less than or equal"));
+    assert!(
+        err(&["--ulimit", "nofile=10:5", "x"]).contains("soft limit must be less than or equal")
+    );
     assert!(err(&["--ulimit", "bogus=1", "x"]).contains("invalid ulimit type"));
 }
 
@@ -80,13 +103,34 @@ fn ulimits_parse() {
 fn env_and_env_file() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("env");
-    std::fs::write(&f, "# comment\n\nFROM_FILE=1\n  SPACED=two words\nBERTH_TEST_UNSET_VAR\nBERTH_TEST_SET_VAR\n").unwrap();
+    std::fs::write(
+        &f,
+        "# comment\n\nFROM_FILE=1\n  SPACED=two words\nBERTH_TEST_UNSET_VAR\nBERTH_TEST_SET_VAR\n",
+    )
+    .unwrap();
     // SAFETY: tests in this module do not read this variable concurrently.
     unsafe { std::env::set_var("BERTH_TEST_SET_VAR", "fromenv") };
-    let b = body(&["--env-file", f.to_str().unwrap(), "-e", "A=1", "-e", "BERTH_TEST_SET_VAR", "-e", "EMPTY=", "x"]);
+    let b = body(&[
+        "--env-file",
+        f.to_str().unwrap(),
+        "-e",
+        "A=1",
+        "-e",
+        "BERTH_TEST_SET_VAR",
+        "-e",
+        "EMPTY=",
+        "x",
+    ]);
     assert_eq!(
         b["Env"],
-        json!(["FROM_FILE=1", "SPACED=two words", "BERTH_TEST_SET_VAR=fromenv", "A=1", "BERTH_TEST_SET_VAR=fromenv", "EMPTY="])
+        json!([
+            "FROM_FILE=1",
+            "SPACED=two words",
+            "BERTH_TEST_SET_VAR=fromenv",
+            "A=1",
+            "BERTH_TEST_SET_VAR=fromenv",
+            "EMPTY="
+        ])
     );
     assert!(err(&["-e", "=x", "x"]).contains("invalid environment variable"));
 }
@@ -102,49 +146,137 @@ fn entrypoint_empty_resets() {
 
 #[test]
 fn ports_parse_like_nat() {
-    let b = body(&["-p", "8080:80", "-p", "127.0.0.1:9000-9001:9000-9001/udp", "-p", "53", "--expose", "7000-7001", "x"]);
+    let b = body(&[
+        "-p",
+        "8080:80",
+        "-p",
+        "127.0.0.1:9000-9001:9000-9001/udp",
+        "-p",
+        "53",
+        "--expose",
+        "7000-7001",
+        "x",
+    ]);
     let pb = &b["HostConfig"]["PortBindings"];
     assert_eq!(pb["80/tcp"], json!([{"HostIp": "", "HostPort": "8080"}]));
-    assert_eq!(pb["9000/udp"], json!([{"HostIp": "127.0.0.1", "HostPort": "9000"}]));
-    assert_eq!(pb["9001/udp"], json!([{"HostIp": "127.0.0.1", "HostPort": "9001"}]));
+    assert_eq!(
+        pb["9000/udp"],
+        json!([{"HostIp": "127.0.0.1", "HostPort": "9000"}])
+    );
+    assert_eq!(
+        pb["9001/udp"],
+        json!([{"HostIp": "127.0.0.1", "HostPort": "9001"}])
+    );
     assert_eq!(pb["53/tcp"], json!([{"HostIp": "", "HostPort": ""}]));
     let exposed = b["ExposedPorts"].as_object().unwrap();
-    for p in ["80/tcp", "9000/udp", "9001/udp", "53/tcp", "7000/tcp", "7001/tcp"] {
+    for p in [
+        "80/tcp", "9000/udp", "9001/udp", "53/tcp", "7000/tcp", "7001/tcp",
+    ] {
         assert_eq!(exposed[p], json!({}), "{p}");
     }
     let b = body(&["-p", "published=8443,target=443", "-p", "[::1]:81:80", "x"]);
-    assert_eq!(b["HostConfig"]["PortBindings"]["443/tcp"], json!([{"HostIp": "", "HostPort": "8443"}]));
-    assert_eq!(b["HostConfig"]["PortBindings"]["80/tcp"], json!([{"HostIp": "::1", "HostPort": "81"}]));
+    assert_eq!(
+        b["HostConfig"]["PortBindings"]["443/tcp"],
+        json!([{"HostIp": "", "HostPort": "8443"}])
+    );
+    assert_eq!(
+        b["HostConfig"]["PortBindings"]["80/tcp"],
+        json!([{"HostIp": "::1", "HostPort": "81"}])
+    );
     assert!(err(&["-p", "8080:80/xyz", "x"]).contains("invalid proto"));
     assert!(err(&["-p", "1-3:4-5", "x"]).contains("invalid ranges"));
 }
 
 #[test]
 fn tmpfs_volumes_mounts() {
-    let b = body(&["--tmpfs", "/run:rw,size=64m", "--tmpfs", "/tmp", "-v", "/data", "-v", "/src:/dst:ro", "-v", "named:/vol", "--mount", "type=bind,source=/a,target=/b,readonly", "--mount", "type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1777", "x"]);
-    assert_eq!(b["HostConfig"]["Tmpfs"], json!({"/run": "rw,size=64m", "/tmp": ""}));
-    assert_eq!(b["HostConfig"]["Binds"], json!(["/src:/dst:ro", "named:/vol"]));
+    let b = body(&[
+        "--tmpfs",
+        "/run:rw,size=64m",
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        "/data",
+        "-v",
+        "/src:/dst:ro",
+        "-v",
+        "named:/vol",
+        "--mount",
+        "type=bind,source=/a,target=/b,readonly",
+        "--mount",
+        "type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1777",
+        "x",
+    ]);
+    assert_eq!(
+        b["HostConfig"]["Tmpfs"],
+        json!({"/run": "rw,size=64m", "/tmp": ""})
+    );
+    assert_eq!(
+        b["HostConfig"]["Binds"],
+        json!(["/src:/dst:ro", "named:/vol"])
+    );
     assert_eq!(b["Volumes"], json!({"/data": {}}));
     let m = &b["HostConfig"]["Mounts"];
-    assert_eq!(m[0], json!({"Type": "bind", "Source": "/a", "Target": "/b", "ReadOnly": true}));
-    assert_eq!(m[1]["TmpfsOptions"], json!({"SizeBytes": 1_048_576, "Mode": 1023}));
+    assert_eq!(
+        m[0],
+        json!({"Type": "bind", "Source": "/a", "Target": "/b", "ReadOnly": true})
+    );
+    assert_eq!(
+        m[1]["TmpfsOptions"],
+        json!({"SizeBytes": 1_048_576, "Mode": 1023})
+    );
     assert!(err(&["--mount", "type=bind,source=/a", "x"]).contains("target is required"));
 }
 
 #[test]
 fn restart_policies() {
     let b = body(&["--restart", "on-failure:3", "x"]);
-    assert_eq!(b["HostConfig"]["RestartPolicy"], json!({"Name": "on-failure", "MaximumRetryCount": 3}));
+    assert_eq!(
+        b["HostConfig"]["RestartPolicy"],
+        json!({"Name": "on-failure", "MaximumRetryCount": 3})
+    );
     let b = body(&["--restart", "always", "x"]);
     assert_eq!(b["HostConfig"]["RestartPolicy"]["Name"], "always");
     assert!(err(&["--restart", "sometimes", "x"]).contains("unknown policy"));
     assert!(err(&["--restart", "on-failure:x", "x"]).contains("must be an integer"));
-    assert!(err(&["--rm", "--restart", "always", "x"]).contains("cannot specify both --restart and --rm"));
+    assert!(
+        err(&["--rm", "--restart", "always", "x"])
+            .contains("cannot specify both --restart and --rm")
+    );
 }
 
 #[test]
 fn interactive_tty_and_misc_flags() {
-    let b = body(&["-it", "--rm", "--name", "n", "-w", "/w", "-u", "1:2", "-h", "host", "-l", "a=b", "--stop-signal", "SIGINT", "--stop-timeout", "5", "--init", "--read-only", "--privileged", "--cap-add", "NET_ADMIN", "--security-opt", "no-new-privileges", "--log-opt", "max-size=1m", "--network", "none", "x", "sh"]);
+    let b = body(&[
+        "-it",
+        "--rm",
+        "--name",
+        "n",
+        "-w",
+        "/w",
+        "-u",
+        "1:2",
+        "-h",
+        "host",
+        "-l",
+        "a=b",
+        "--stop-signal",
+        "SIGINT",
+        "--stop-timeout",
+        "5",
+        "--init",
+        "--read-only",
+        "--privileged",
+        "--cap-add",
+        "NET_ADMIN",
+        "--security-opt",
+        "no-new-privileges",
+        "--log-opt",
+        "max-size=1m",
+        "--network",
+        "none",
+        "x",
+        "sh",
+    ]);
     assert_eq!(b["Tty"], true);
     assert_eq!(b["OpenStdin"], true);
     assert_eq!(b["StdinOnce"], true);
@@ -171,7 +303,15 @@ fn interactive_tty_and_misc_flags() {
 
 #[test]
 fn healthcheck_flags() {
-    let b = body(&["--health-cmd", "true", "--health-interval", "1s", "--health-retries", "3", "x"]);
+    let b = body(&[
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "3",
+        "x",
+    ]);
     assert_eq!(
         b["Healthcheck"],
         json!({"Test": ["CMD-SHELL", "true"], "Interval": 1_000_000_000i64, "Timeout": 0, "Retries": 3, "StartPeriod": 0, "StartInterval": 0})

@@ -28,7 +28,11 @@ pub fn go_g(x: f64, prec: usize) -> String {
 }
 
 fn trim_fraction(s: &str) -> &str {
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { s }
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
 }
 
 const DECIMAL_UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
@@ -67,7 +71,10 @@ pub fn since(created_unix: i64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    format!("{} ago", berth_api::units::human_duration(now - created_unix as f64))
+    format!(
+        "{} ago",
+        berth_api::units::human_duration(now - created_unix as f64)
+    )
 }
 
 /// Docker's `stringid.TruncateID`: drops a `sha256:` prefix and keeps 12 characters.
@@ -130,7 +137,9 @@ pub fn write_list(
         tw.write_all(b"\n")?;
         tw.write_all(body.as_bytes())?;
         tw.flush()?;
-        let bytes = tw.into_inner().map_err(|e| anyhow::anyhow!("formatting table: {e}"))?;
+        let bytes = tw
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("formatting table: {e}"))?;
         out.write_all(&bytes)?;
     } else {
         out.write_all(body.as_bytes())?;
@@ -140,7 +149,12 @@ pub fn write_list(
 
 /// Writes a plain table (tab-separated cells, one line per row). `minwidth` and `padding`
 /// are Go `tabwriter` values (Go's minimum width includes the padding).
-pub fn write_table(out: &mut dyn Write, lines: &[String], minwidth: usize, padding: usize) -> Result<()> {
+pub fn write_table(
+    out: &mut dyn Write,
+    lines: &[String],
+    minwidth: usize,
+    padding: usize,
+) -> Result<()> {
     let mut tw = tabwriter::TabWriter::new(Vec::new())
         .minwidth(minwidth.saturating_sub(padding))
         .padding(padding);
@@ -149,7 +163,9 @@ pub fn write_table(out: &mut dyn Write, lines: &[String], minwidth: usize, paddi
         tw.write_all(b"\n")?;
     }
     tw.flush()?;
-    let bytes = tw.into_inner().map_err(|e| anyhow::anyhow!("formatting table: {e}"))?;
+    let bytes = tw
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("formatting table: {e}"))?;
     out.write_all(&bytes)?;
     Ok(())
 }
@@ -270,21 +286,37 @@ mod tests {
         assert_eq!(bytes_size(536_870_912.0), "512MiB");
     }
 
-
     #[test]
     fn ids_and_ellipsis() {
         assert_eq!(short_id("sha256:0123456789abcdef0123"), "0123456789ab");
         assert_eq!(short_id("abc"), "abc");
-        assert_eq!(ellipsis("sleep 1000 && echo hello world", 20), "sleep 1000 && echo …");
+        assert_eq!(
+            ellipsis("sleep 1000 && echo hello world", 20),
+            "sleep 1000 && echo …"
+        );
         assert_eq!(ellipsis("short", 20), "short");
     }
 
     #[test]
     fn tables_align_like_docker_ps() {
-        let header = map_of([("ID", s("CONTAINER ID")), ("Image", s("IMAGE")), ("Names", s("NAMES"))]);
-        let rows = vec![map_of([("ID", s("9e4efed89a7b")), ("Image", s("alpine")), ("Names", s("web"))])];
+        let header = map_of([
+            ("ID", s("CONTAINER ID")),
+            ("Image", s("IMAGE")),
+            ("Names", s("NAMES")),
+        ]);
+        let rows = vec![map_of([
+            ("ID", s("9e4efed89a7b")),
+            ("Image", s("alpine")),
+            ("Names", s("web")),
+        ])];
         let mut out = Vec::new();
-        write_list(&mut out, "table {{.ID}}\t{{.Image}}\t{{.Names}}", &header, rows).unwrap();
+        write_list(
+            &mut out,
+            "table {{.ID}}\t{{.Image}}\t{{.Names}}",
+            &header,
+            rows,
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "CONTAINER ID   IMAGE     NAMES\n9e4efed89a7b   alpine    web\n"
@@ -293,7 +325,10 @@ mod tests {
 
     #[test]
     fn plain_format_lines() {
-        let rows = vec![map_of([("ID", s("a")), ("Names", s("x"))]), map_of([("ID", s("b")), ("Names", s("y"))])];
+        let rows = vec![
+            map_of([("ID", s("a")), ("Names", s("x"))]),
+            map_of([("ID", s("b")), ("Names", s("y"))]),
+        ];
         let mut out = Vec::new();
         write_list(&mut out, "{{.ID}}\\t{{.Names}}", &Value::Nil, rows).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "a\tx\nb\ty\n");

@@ -53,11 +53,14 @@ fn valid_tag(t: &str) -> bool {
         && t.len() <= 128
         && t.as_bytes()[0] != b'.'
         && t.as_bytes()[0] != b'-'
-        && t.bytes().all(|x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
+        && t.bytes()
+            .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 impl Reference {
@@ -70,7 +73,8 @@ impl Reference {
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => {
                 let (algo, hex) = d.split_once(':').ok_or_else(invalid)?;
-                if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+                {
                     return Err(invalid());
                 }
                 (r, Some(d.to_string()))
@@ -79,7 +83,10 @@ impl Reference {
         };
         let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
         let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
+            Some(i) => (
+                &rest[..last_slash + i],
+                Some(rest[last_slash + i + 1..].to_string()),
+            ),
             None => (rest, None),
         };
         if let Some(t) = &tag
@@ -94,25 +101,39 @@ impl Reference {
         }
         let (domain, path) = match name.split_once('/') {
             Some((first, remainder))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
             {
                 (first.to_string(), remainder.to_string())
             }
             _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
         };
-        let domain = if domain == "index.docker.io" { DEFAULT_DOMAIN.to_string() } else { domain };
+        let domain = if domain == "index.docker.io" {
+            DEFAULT_DOMAIN.to_string()
+        } else {
+            domain
+        };
         let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
             format!("library/{path}")
         } else {
             path
         };
         if path.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(anyhow!("invalid reference format: repository name ({path}) must be lowercase"));
+            return Err(anyhow!(
+                "invalid reference format: repository name ({path}) must be lowercase"
+            ));
         }
         if !path.split('/').all(valid_component) || name.len() > 255 {
             return Err(invalid());
         }
-        Ok(Reference { domain, path, tag, digest })
+        Ok(Reference {
+            domain,
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// Adds `latest` when neither tag nor digest is present (`TagNameOnly`).
@@ -131,7 +152,10 @@ impl Reference {
     /// `busybox`, `myrepo/bb`, `localhost:5000/bb`.
     pub fn familiar_name(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
-            self.path.strip_prefix("library/").unwrap_or(&self.path).to_string()
+            self.path
+                .strip_prefix("library/")
+                .unwrap_or(&self.path)
+                .to_string()
         } else {
             self.name()
         }
@@ -162,7 +186,10 @@ impl Reference {
 
     /// What the pull API takes as `tag`: the digest if present, else the tag.
     pub fn api_tag(&self) -> String {
-        self.digest.clone().or_else(|| self.tag.clone()).unwrap_or_default()
+        self.digest
+            .clone()
+            .or_else(|| self.tag.clone())
+            .unwrap_or_default()
     }
 
     /// The key of this registry in `~/.docker/config.json` `auths`.
@@ -188,9 +215,15 @@ mod tests {
     fn normalises_like_distribution() {
         let r = Reference::parse("busybox").unwrap();
         assert_eq!(r.name(), "docker.io/library/busybox");
-        assert_eq!(r.clone().with_default_tag().familiar_string(), "busybox:latest");
+        assert_eq!(
+            r.clone().with_default_tag().familiar_string(),
+            "busybox:latest"
+        );
         let r = Reference::parse("nginx:1.25").unwrap();
-        assert_eq!((r.name(), r.api_tag()), ("docker.io/library/nginx".into(), "1.25".into()));
+        assert_eq!(
+            (r.name(), r.api_tag()),
+            ("docker.io/library/nginx".into(), "1.25".into())
+        );
         let r = Reference::parse("myrepo/bb:v1").unwrap();
         assert_eq!(r.full_string(), "docker.io/myrepo/bb:v1");
         assert_eq!(r.familiar_string(), "myrepo/bb:v1");
@@ -201,13 +234,23 @@ mod tests {
         let d = format!("alpine@sha256:{}", "a".repeat(64));
         let r = Reference::parse(&d).unwrap();
         assert_eq!(r.api_tag(), format!("sha256:{}", "a".repeat(64)));
-        assert_eq!(Reference::parse("docker.io/library/alpine").unwrap().familiar_name(), "alpine");
+        assert_eq!(
+            Reference::parse("docker.io/library/alpine")
+                .unwrap()
+                .familiar_name(),
+            "alpine"
+        );
     }
 
     #[test]
     fn rejects_bad_references() {
         assert!(Reference::parse("").is_err());
-        assert!(Reference::parse("Busybox").unwrap_err().to_string().contains("must be lowercase"));
+        assert!(
+            Reference::parse("Busybox")
+                .unwrap_err()
+                .to_string()
+                .contains("must be lowercase")
+        );
         assert!(Reference::parse("a:b:c").is_err());
         assert!(Reference::parse(&"a".repeat(64)).is_err());
         assert!(Reference::parse("bad_-name").is_err());

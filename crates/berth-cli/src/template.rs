@@ -26,7 +26,10 @@ pub fn prepare(format: &str) -> Prepared {
         None if format == "json" => (false, "{{json .}}"),
         None => (false, format),
     };
-    let text = body.trim_matches(' ').replace("\\t", "\t").replace("\\n", "\n");
+    let text = body
+        .trim_matches(' ')
+        .replace("\\t", "\t")
+        .replace("\\n", "\n");
     Prepared { table, text }
 }
 
@@ -71,7 +74,11 @@ fn arg_int(name: &str, args: &[Value], i: usize) -> gotmpl::Result<i64> {
 
 fn check_args(name: &str, args: &[Value], n: usize) -> gotmpl::Result<()> {
     if args.len() != n {
-        return Err(TemplateError::ArgCount { name: name.to_string(), expected: n, got: args.len() });
+        return Err(TemplateError::ArgCount {
+            name: name.to_string(),
+            expected: n,
+            got: args.len(),
+        });
     }
     Ok(())
 }
@@ -164,8 +171,10 @@ pub fn from_json(v: &serde_json::Value) -> Value {
         serde_json::Value::String(s) => Value::String(s.as_str().into()),
         serde_json::Value::Array(items) => Value::List(items.iter().map(from_json).collect()),
         serde_json::Value::Object(map) => {
-            let m: BTreeMap<Arc<str>, Value> =
-                map.iter().map(|(k, v)| (Arc::from(k.as_str()), from_json(v))).collect();
+            let m: BTreeMap<Arc<str>, Value> = map
+                .iter()
+                .map(|(k, v)| (Arc::from(k.as_str()), from_json(v)))
+                .collect();
             Value::Map(Arc::new(m))
         }
     }
@@ -177,7 +186,9 @@ where
     I: IntoIterator<Item = (K, Value)>,
     K: Into<Arc<str>>,
 {
-    Value::Map(Arc::new(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect()))
+    Value::Map(Arc::new(
+        pairs.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+    ))
 }
 
 /// A string value.
@@ -197,9 +208,13 @@ fn data_template(name: &str) -> Template {
             check_args("split", args, 2)?;
             let (text, sep) = (arg_str(args, 0), arg_str(args, 1));
             let parts: Vec<Value> = if sep.is_empty() {
-                text.chars().map(|c| Value::String(c.to_string().into())).collect()
+                text.chars()
+                    .map(|c| Value::String(c.to_string().into()))
+                    .collect()
             } else {
-                text.split(sep.as_str()).map(|p| Value::String(p.into())).collect()
+                text.split(sep.as_str())
+                    .map(|p| Value::String(p.into()))
+                    .collect()
             };
             Ok(Value::List(parts.into()))
         })
@@ -239,7 +254,9 @@ fn data_template(name: &str) -> Template {
             }
             let pre = arg_int("pad", args, 1)?.max(0) as usize;
             let post = arg_int("pad", args, 2)?.max(0) as usize;
-            Ok(Value::String(format!("{}{text}{}", " ".repeat(pre), " ".repeat(post)).into()))
+            Ok(Value::String(
+                format!("{}{text}{}", " ".repeat(pre), " ".repeat(post)).into(),
+            ))
         })
         .func("truncate", |args| {
             check_args("truncate", args, 2)?;
@@ -273,7 +290,9 @@ fn header_template(name: &str) -> Template {
             }
             let pre = arg_int("pad", args, 1)?.max(0) as usize;
             let post = arg_int("pad", args, 2)?.max(0) as usize;
-            Ok(Value::String(format!("{}{text}{}", " ".repeat(pre), " ".repeat(post)).into()))
+            Ok(Value::String(
+                format!("{}{text}{}", " ".repeat(pre), " ".repeat(post)).into(),
+            ))
         })
 }
 
@@ -289,7 +308,11 @@ pub struct Compiled {
 pub fn compile(format: &str, missing_error: bool) -> Result<Compiled> {
     let prepared = prepare(format);
     let text = rewrite_label_calls(&prepared.text);
-    let mk = if missing_error { MissingKey::Error } else { MissingKey::Invalid };
+    let mk = if missing_error {
+        MissingKey::Error
+    } else {
+        MissingKey::Invalid
+    };
     let row = data_template("")
         .missing_key(mk)
         .parse(&text)
@@ -303,13 +326,19 @@ pub fn compile(format: &str, missing_error: bool) -> Result<Compiled> {
     } else {
         None
     };
-    Ok(Compiled { table: prepared.table, row, header })
+    Ok(Compiled {
+        table: prepared.table,
+        row,
+        header,
+    })
 }
 
 impl Compiled {
     /// Renders one row.
     pub fn render(&self, data: &Value) -> Result<String> {
-        self.row.execute_to_string(data).map_err(|e| anyhow!("template parsing error: {e}"))
+        self.row
+            .execute_to_string(data)
+            .map_err(|e| anyhow!("template parsing error: {e}"))
     }
 
     /// Renders the header row from a map of field name → column title; fields without a
@@ -327,7 +356,11 @@ impl Compiled {
 pub fn label_header_func() -> Value {
     Value::Function(Arc::new(|args: &[Value]| {
         let name = arg_str(args, 0);
-        let last = name.rsplit('.').next().unwrap_or("").replace(['-', '_'], " ");
+        let last = name
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .replace(['-', '_'], " ");
         Ok(Value::String(last.into()))
     }))
 }
@@ -336,7 +369,9 @@ pub fn label_header_func() -> Value {
 pub fn label_func(labels: Arc<BTreeMap<String, String>>) -> Value {
     Value::Function(Arc::new(move |args: &[Value]| {
         let key = arg_str(args, 0);
-        Ok(Value::String(labels.get(&key).map(String::as_str).unwrap_or("").into()))
+        Ok(Value::String(
+            labels.get(&key).map(String::as_str).unwrap_or("").into(),
+        ))
     }))
 }
 
@@ -345,7 +380,10 @@ mod tests {
     use super::*;
 
     fn render(format: &str, data: &serde_json::Value) -> String {
-        compile(format, false).unwrap().render(&from_json(data)).unwrap()
+        compile(format, false)
+            .unwrap()
+            .render(&from_json(data))
+            .unwrap()
     }
 
     #[test]
@@ -360,20 +398,36 @@ mod tests {
 
     #[test]
     fn docker_functions() {
-        let d = serde_json::json!({"Name": "Web-App", "L": ["a", "b"], "Config": {"B": 2, "A": "x<y"}});
-        assert_eq!(render("{{upper .Name}} {{lower .Name}}", &d), "WEB-APP web-app");
+        let d =
+            serde_json::json!({"Name": "Web-App", "L": ["a", "b"], "Config": {"B": 2, "A": "x<y"}});
+        assert_eq!(
+            render("{{upper .Name}} {{lower .Name}}", &d),
+            "WEB-APP web-app"
+        );
         assert_eq!(render("{{join .L \",\"}}", &d), "a,b");
-        assert_eq!(render("{{range split \"a:b\" \":\"}}[{{.}}]{{end}}", &d), "[a][b]");
-        assert_eq!(render("{{truncate .Name 3}}|{{pad .Name 1 2}}|", &d), "Web| Web-App  |");
+        assert_eq!(
+            render("{{range split \"a:b\" \":\"}}[{{.}}]{{end}}", &d),
+            "[a][b]"
+        );
+        assert_eq!(
+            render("{{truncate .Name 3}}|{{pad .Name 1 2}}|", &d),
+            "Web| Web-App  |"
+        );
         assert_eq!(render("{{json .Config}}", &d), r#"{"A":"x<y","B":2}"#);
-        assert_eq!(render("{{index .L 1}} {{printf \"%.2s\" .Name}}", &d), "b We");
+        assert_eq!(
+            render("{{index .L 1}} {{printf \"%.2s\" .Name}}", &d),
+            "b We"
+        );
         assert_eq!(render("{{title \"hello world\"}}", &d), "Hello World");
         assert_eq!(render("{{if eq .Name \"Web-App\"}}yes{{end}}", &d), "yes");
     }
 
     #[test]
     fn label_calls_are_rewritten() {
-        assert_eq!(rewrite_label_calls(r#"{{.Label "a.b"}}"#), r#"{{call .Label "a.b"}}"#);
+        assert_eq!(
+            rewrite_label_calls(r#"{{.Label "a.b"}}"#),
+            r#"{{call .Label "a.b"}}"#
+        );
         assert_eq!(rewrite_label_calls("{{.Labels}}"), "{{.Labels}}");
         let labels = Arc::new(BTreeMap::from([("a.b".to_string(), "v".to_string())]));
         let row = map_of([("Label", label_func(labels))]);

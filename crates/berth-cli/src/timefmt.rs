@@ -20,14 +20,18 @@ pub fn parse_go_duration(s: &str) -> Option<i64> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let num = &rest[..num_end];
         if num.is_empty() || num == "." {
             return None;
         }
         let value: f64 = num.parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         rest = &rest[unit_end..];
         let scale = match unit {
@@ -63,7 +67,9 @@ pub fn local_zone(unix: i64) -> (i32, String) {
         String::new()
     } else {
         // SAFETY: tm_zone points at a NUL-terminated string owned by libc's tz data.
-        unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) }.to_string_lossy().into_owned()
+        unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) }
+            .to_string_lossy()
+            .into_owned()
     };
     (tm.tm_gmtoff as i32, abbrev)
 }
@@ -124,13 +130,21 @@ pub fn get_timestamp(value: &str, now_unix: i64) -> Result<String> {
         parse_zoned(value)
     };
     match parsed {
-        Some(dt) => Ok(format!("{}.{:09}", dt.timestamp(), dt.timestamp_subsec_nanos())),
+        Some(dt) => Ok(format!(
+            "{}.{:09}",
+            dt.timestamp(),
+            dt.timestamp_subsec_nanos()
+        )),
         None => {
             if value.contains('-') {
-                return Err(anyhow!("parsing time {value:?}: cannot parse as RFC 3339 time"));
+                return Err(anyhow!(
+                    "parsing time {value:?}: cannot parse as RFC 3339 time"
+                ));
             }
             if parse_unix(value).is_none() {
-                return Err(anyhow!("failed to parse value as time or duration: {value:?}"));
+                return Err(anyhow!(
+                    "failed to parse value as time or duration: {value:?}"
+                ));
             }
             Ok(value.to_string())
         }
@@ -148,15 +162,24 @@ fn parse_unix(value: &str) -> Option<(i64, i64)> {
 }
 
 fn parse_local(value: &str, now_unix: i64) -> Option<DateTime<FixedOffset>> {
-    let formats = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H"];
+    let formats = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H",
+    ];
     let naive = formats
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
         .or_else(|| {
-            NaiveDate::parse_from_str(value, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0))
+            NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
         })?;
     let (off, _) = local_zone(now_unix);
-    FixedOffset::east_opt(off)?.from_local_datetime(&naive).single()
+    FixedOffset::east_opt(off)?
+        .from_local_datetime(&naive)
+        .single()
 }
 
 fn parse_zoned(value: &str) -> Option<DateTime<FixedOffset>> {
@@ -165,7 +188,10 @@ fn parse_zoned(value: &str) -> Option<DateTime<FixedOffset>> {
     }
     let normalized = value.replace(['z'], "Z").replace('Z', "+00:00");
     let formats = ["%Y-%m-%dT%H:%M%:z", "%Y-%m-%dT%H%:z"];
-    if let Some(dt) = formats.iter().find_map(|f| DateTime::parse_from_str(&normalized, f).ok()) {
+    if let Some(dt) = formats
+        .iter()
+        .find_map(|f| DateTime::parse_from_str(&normalized, f).ok())
+    {
         return Some(dt);
     }
     // `2006-01-02Z07:00`: a date with a zone, at midnight.
@@ -205,12 +231,18 @@ mod tests {
         assert_eq!(get_timestamp("10m", now).unwrap(), "1699999400");
         assert_eq!(get_timestamp("1700000000", now).unwrap(), "1700000000");
         assert_eq!(get_timestamp("1700000000.5", now).unwrap(), "1700000000.5");
-        assert_eq!(get_timestamp("2023-11-14T22:13:20Z", now).unwrap(), "1700000000.000000000");
+        assert_eq!(
+            get_timestamp("2023-11-14T22:13:20Z", now).unwrap(),
+            "1700000000.000000000"
+        );
         assert_eq!(
             get_timestamp("2023-11-14T22:13:20.25+00:00", now).unwrap(),
             "1700000000.250000000"
         );
-        assert_eq!(get_timestamp("2023-11-14T22:13Z", now).unwrap(), "1699999980.000000000");
+        assert_eq!(
+            get_timestamp("2023-11-14T22:13Z", now).unwrap(),
+            "1699999980.000000000"
+        );
         assert!(get_timestamp("2023-13-45", now).is_err());
         assert!(get_timestamp("yesterday", now).is_err());
     }
@@ -218,7 +250,10 @@ mod tests {
     #[test]
     fn local_rendering_has_go_shape() {
         let s = go_time_string(1_700_000_000);
-        assert_eq!(s.len(), "2023-11-14 22:13:20 +0000 UTC".len() - 3 + local_zone(1_700_000_000).1.len());
+        assert_eq!(
+            s.len(),
+            "2023-11-14 22:13:20 +0000 UTC".len() - 3 + local_zone(1_700_000_000).1.len()
+        );
         let r = rfc3339_nano_fixed(1_700_000_000_123_456_789);
         assert!(r.contains(".123456789"), "{r}");
     }

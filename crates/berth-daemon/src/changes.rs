@@ -35,7 +35,11 @@ pub fn apply(config: &mut Config, line: &str) -> ServiceResult<()> {
         "EXPOSE" => {
             let mut ports = config.exposed_ports().clone().unwrap_or_default();
             for p in rest.split_whitespace() {
-                ports.push(if p.contains('/') { p.to_string() } else { format!("{p}/tcp") });
+                ports.push(if p.contains('/') {
+                    p.to_string()
+                } else {
+                    format!("{p}/tcp")
+                });
             }
             config.set_exposed_ports(Some(ports));
         }
@@ -81,7 +85,9 @@ fn key_values(text: &str, instruction: &str) -> ServiceResult<Vec<(String, Strin
     if !text.contains('=') {
         return match text.split_once(char::is_whitespace) {
             Some((k, v)) => Ok(vec![(k.to_string(), v.trim().to_string())]),
-            None => Err(ServiceError::invalid(format!("{instruction} requires at least one argument"))),
+            None => Err(ServiceError::invalid(format!(
+                "{instruction} requires at least one argument"
+            ))),
         };
     }
     let mut out = Vec::new();
@@ -112,7 +118,9 @@ fn key_values(text: &str, instruction: &str) -> ServiceResult<Vec<(String, Strin
             chars.next();
         }
         if key.is_empty() {
-            return Err(ServiceError::invalid(format!("{instruction} names must not be empty")));
+            return Err(ServiceError::invalid(format!(
+                "{instruction} names must not be empty"
+            )));
         }
         out.push((key, value));
     }
@@ -129,7 +137,10 @@ mod tests {
         apply(&mut c, r#"CMD ["echo","imported"]"#).unwrap();
         assert_eq!(c.cmd().clone().unwrap(), vec!["echo", "imported"]);
         apply(&mut c, "ENTRYPOINT run me").unwrap();
-        assert_eq!(c.entrypoint().clone().unwrap(), vec!["/bin/sh", "-c", "run me"]);
+        assert_eq!(
+            c.entrypoint().clone().unwrap(),
+            vec!["/bin/sh", "-c", "run me"]
+        );
         apply(&mut c, r#"ENV A=1 B="two words""#).unwrap();
         apply(&mut c, "ENV A=3").unwrap();
         assert_eq!(c.env().clone().unwrap(), vec!["B=two words", "A=3"]);
@@ -137,7 +148,10 @@ mod tests {
         assert_eq!(c.exposed_ports().clone().unwrap(), vec!["80/tcp", "53/udp"]);
         apply(&mut c, "WORKDIR /srv").unwrap();
         apply(&mut c, "LABEL k=v").unwrap();
-        assert_eq!(c.labels().clone().unwrap().get("k").map(String::as_str), Some("v"));
+        assert_eq!(
+            c.labels().clone().unwrap().get("k").map(String::as_str),
+            Some("v")
+        );
         assert!(apply(&mut c, "RUN echo no").is_err());
     }
 }

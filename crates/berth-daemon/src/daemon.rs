@@ -35,7 +35,9 @@ impl Daemon {
         let root = config.data_root.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&root)).await??;
         let cgroup_parent = berth_runtime::cgroups::daemon_cgroup_parent().unwrap_or_else(|e| {
-            tracing::warn!("cannot read the daemon's cgroup, nesting containers under the root: {e}");
+            tracing::warn!(
+                "cannot read the daemon's cgroup, nesting containers under the root: {e}"
+            );
             "/".to_string()
         });
         let init_binary = berth_runtime::spec::install_init_binary(&config.exec_root)?;
@@ -56,6 +58,8 @@ impl Daemon {
     pub(crate) fn handle(&self) -> Arc<Daemon> {
         // The daemon is only ever reached through the Arc made in `start`, so while a method
         // runs on it that Arc is alive.
-        self.me.upgrade().expect("daemon handle used after the daemon was dropped")
+        self.me
+            .upgrade()
+            .expect("daemon handle used after the daemon was dropped")
     }
 }

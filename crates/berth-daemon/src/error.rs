@@ -32,23 +32,38 @@ pub type ServiceResult<T> = Result<T, ServiceError>;
 impl ServiceError {
     /// A 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        ServiceError { kind: ErrorKind::NotFound, message: message.into() }
+        ServiceError {
+            kind: ErrorKind::NotFound,
+            message: message.into(),
+        }
     }
     /// A 409.
     pub fn conflict(message: impl Into<String>) -> Self {
-        ServiceError { kind: ErrorKind::Conflict, message: message.into() }
+        ServiceError {
+            kind: ErrorKind::Conflict,
+            message: message.into(),
+        }
     }
     /// A 400.
     pub fn invalid(message: impl Into<String>) -> Self {
-        ServiceError { kind: ErrorKind::InvalidArgument, message: message.into() }
+        ServiceError {
+            kind: ErrorKind::InvalidArgument,
+            message: message.into(),
+        }
     }
     /// A 304.
     pub fn not_modified() -> Self {
-        ServiceError { kind: ErrorKind::NotModified, message: String::new() }
+        ServiceError {
+            kind: ErrorKind::NotModified,
+            message: String::new(),
+        }
     }
     /// A 500.
     pub fn internal(message: impl Into<String>) -> Self {
-        ServiceError { kind: ErrorKind::Internal, message: message.into() }
+        ServiceError {
+            kind: ErrorKind::Internal,
+            message: message.into(),
+        }
     }
     /// The 404 for a container reference, with moby's wording.
     pub fn no_such_container(reference: &str) -> Self {

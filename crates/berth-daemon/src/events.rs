@@ -20,7 +20,10 @@ pub struct EventBus {
 
 impl Default for EventBus {
     fn default() -> Self {
-        EventBus { sender: broadcast::channel(256).0, history: Mutex::new(VecDeque::new()) }
+        EventBus {
+            sender: broadcast::channel(256).0,
+            history: Mutex::new(VecDeque::new()),
+        }
     }
 }
 
@@ -33,10 +36,15 @@ impl EventBus {
         let event = Event {
             status: legacy.then(|| action.to_string()),
             id: legacy.then(|| id.to_string()),
-            from: (typ == "container").then(|| attributes.get("image").cloned()).flatten(),
+            from: (typ == "container")
+                .then(|| attributes.get("image").cloned())
+                .flatten(),
             typ: typ.to_string(),
             action: action.to_string(),
-            actor: EventActor { id: Some(id.to_string()), attributes: Some(attributes) },
+            actor: EventActor {
+                id: Some(id.to_string()),
+                attributes: Some(attributes),
+            },
             scope: "local".to_string(),
             time: now.timestamp(),
             time_nano: nanos,

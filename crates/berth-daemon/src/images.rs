@@ -23,11 +23,23 @@ impl Daemon {
     /// `GET /images/json`.
     pub fn list_images(&self, all: bool, filters: &Filters) -> ServiceResult<Vec<ImageSummary>> {
         let _ = all; // Every image is a top-level image: there are no intermediate build images.
-        filters.check_names(LIST_FILTERS).map_err(|e| ServiceError::invalid(e.to_string()))?;
+        filters
+            .check_names(LIST_FILTERS)
+            .map_err(|e| ServiceError::invalid(e.to_string()))?;
         let images = self.store.list_images()?;
-        let created_of = |name: &str| -> ServiceResult<i64> { Ok(self.store.resolve(name)?.created.timestamp()) };
-        let before = filters.get("before").first().map(|n| created_of(n)).transpose()?;
-        let since = filters.get("since").first().map(|n| created_of(n)).transpose()?;
+        let created_of = |name: &str| -> ServiceResult<i64> {
+            Ok(self.store.resolve(name)?.created.timestamp())
+        };
+        let before = filters
+            .get("before")
+            .first()
+            .map(|n| created_of(n))
+            .transpose()?;
+        let since = filters
+            .get("since")
+            .first()
+            .map(|n| created_of(n))
+            .transpose()?;
         let containers_by_image = self.container_counts();
         let mut out = Vec::new();
         for (image, names) in images {
@@ -38,7 +50,11 @@ impl Daemon {
                 }
             }
             let refs = filters.get("reference");
-            if !refs.is_empty() && !tags.iter().any(|t| refs.iter().any(|p| reference_matches(p, t))) {
+            if !refs.is_empty()
+                && !tags
+                    .iter()
+                    .any(|t| refs.iter().any(|p| reference_matches(p, t)))
+            {
                 continue;
             }
             let labels = image_labels(&image);
@@ -58,7 +74,10 @@ impl Daemon {
                 size: image.size as i64,
                 shared_size: -1,
                 labels,
-                containers: containers_by_image.get(&image.id.to_string()).copied().unwrap_or(-1),
+                containers: containers_by_image
+                    .get(&image.id.to_string())
+                    .copied()
+                    .unwrap_or(-1),
                 manifests: None,
                 descriptor: None,
             });
@@ -111,13 +130,18 @@ impl Daemon {
                 architecture: Some(image.config.architecture().to_string()),
                 os: Some(image.config.os().to_string()),
                 size: Some(image.size as i64),
-                graph_driver: Some(DriverData { name: "overlayfs".into(), data: HashMap::new() }),
+                graph_driver: Some(DriverData {
+                    name: "overlayfs".into(),
+                    data: HashMap::new(),
+                }),
                 root_fs: Some(ImageInspectRootFs {
                     typ: "layers".into(),
                     layers: Some(image.layers.iter().map(|l| l.diff_id.to_string()).collect()),
                 }),
                 metadata: Some(ImageInspectMetadata {
-                    last_tag_time: image.last_tag_time.map(|t| crate::containers::rfc3339(Some(t))),
+                    last_tag_time: image
+                        .last_tag_time
+                        .map(|t| crate::containers::rfc3339(Some(t))),
                 }),
                 ..Default::default()
             },
@@ -128,7 +152,12 @@ impl Daemon {
     /// `GET /images/{name}/history`: newest first, layers sized, empty layers zero.
     pub fn image_history(&self, name: &str) -> ServiceResult<Vec<ImageHistoryResponseItem>> {
         let image = self.store.resolve(name)?;
-        let tags: Vec<String> = self.store.image_names(&image.id)?.iter().map(Reference::familiar_string).collect();
+        let tags: Vec<String> = self
+            .store
+            .image_names(&image.id)?
+            .iter()
+            .map(Reference::familiar_string)
+            .collect();
         let history = image.config.history().clone().unwrap_or_default();
         let mut layer_sizes = image.layers.iter().map(|l| l.size as i64);
         let mut items: Vec<ImageHistoryResponseItem> = history
@@ -145,7 +174,11 @@ impl Daemon {
                         .unwrap_or_default(),
                     created_by: h.created_by().clone().unwrap_or_default(),
                     tags: Vec::new(),
-                    size: if empty { 0 } else { layer_sizes.next().unwrap_or_default() },
+                    size: if empty {
+                        0
+                    } else {
+                        layer_sizes.next().unwrap_or_default()
+                    },
                     comment: h.comment().clone().unwrap_or_default(),
                 }
             })
@@ -161,10 +194,16 @@ impl Daemon {
     /// `POST /images/{name}/tag?repo=&tag=`.
     pub async fn tag_image(&self, source: &str, repo: &str, tag: &str) -> ServiceResult<()> {
         let image = self.store.resolve(source)?;
-        let target = if tag.is_empty() { repo.to_string() } else { format!("{repo}:{tag}") };
+        let target = if tag.is_empty() {
+            repo.to_string()
+        } else {
+            format!("{repo}:{tag}")
+        };
         let reference = Reference::parse(&target)?.with_default_tag();
         if reference.digest().is_some() {
-            return Err(ServiceError::invalid("refusing to create a tag with a digest reference"));
+            return Err(ServiceError::invalid(
+                "refusing to create a tag with a digest reference",
+            ));
         }
         let store = self.store.clone();
         let id = image.id.clone();
@@ -182,7 +221,10 @@ impl Daemon {
     ) -> ServiceResult<Vec<ImageDeleteResponseItem>> {
         let image = self.store.resolve(name)?;
         let names = self.store.image_names(&image.id)?;
-        let by_name = Reference::parse(name).ok().map(|r| r.with_default_tag()).filter(|r| names.contains(r));
+        let by_name = Reference::parse(name)
+            .ok()
+            .map(|r| r.with_default_tag())
+            .filter(|r| names.contains(r));
         let users = self.containers.uses_image(&image.id.to_string());
         let mut out = Vec::new();
         let to_untag: Vec<Reference> = match &by_name {
@@ -208,14 +250,20 @@ impl Daemon {
             let store = self.store.clone();
             let rr = r.clone();
             tokio::task::spawn_blocking(move || store.untag(&rr)).await??;
-            out.push(ImageDeleteResponseItem { untagged: Some(r.familiar_string()), deleted: None });
+            out.push(ImageDeleteResponseItem {
+                untagged: Some(r.familiar_string()),
+                deleted: None,
+            });
             self.image_event("untag", &image.id, &r.familiar_string());
         }
         if deleting && users.is_empty() {
             let store = self.store.clone();
             let id = image.id.clone();
             tokio::task::spawn_blocking(move || store.delete_image(&id)).await??;
-            out.push(ImageDeleteResponseItem { untagged: None, deleted: Some(image.id.to_string()) });
+            out.push(ImageDeleteResponseItem {
+                untagged: None,
+                deleted: Some(image.id.to_string()),
+            });
             self.image_event("delete", &image.id, &image.id.to_string());
         }
         Ok(out)
@@ -223,10 +271,24 @@ impl Daemon {
 
     /// `POST /images/prune`: dangling images, or with `dangling=false` every unused image.
     pub async fn prune_images(&self, filters: &Filters) -> ServiceResult<ImagePruneResponse> {
-        filters.check_names(&["dangling", "until", "label", "label!"]).map_err(|e| ServiceError::invalid(e.to_string()))?;
-        let dangling_only = filters.get("dangling").first().is_none_or(|d| berth_api::query::parse_bool(d));
-        let until = filters.get("until").first().map(|u| parse_until(u)).transpose()?;
-        let used: HashSet<String> = self.containers.all().iter().map(|c| c.record().image_id.clone()).collect();
+        filters
+            .check_names(&["dangling", "until", "label", "label!"])
+            .map_err(|e| ServiceError::invalid(e.to_string()))?;
+        let dangling_only = filters
+            .get("dangling")
+            .first()
+            .is_none_or(|d| berth_api::query::parse_bool(d));
+        let until = filters
+            .get("until")
+            .first()
+            .map(|u| parse_until(u))
+            .transpose()?;
+        let used: HashSet<String> = self
+            .containers
+            .all()
+            .iter()
+            .map(|c| c.record().image_id.clone())
+            .collect();
         let mut deleted = Vec::new();
         let mut reclaimed = 0i64;
         for (image, names) in self.store.list_images()? {
@@ -241,7 +303,10 @@ impl Daemon {
                 continue;
             }
             for r in &names {
-                deleted.push(ImageDeleteResponseItem { untagged: Some(r.familiar_string()), deleted: None });
+                deleted.push(ImageDeleteResponseItem {
+                    untagged: Some(r.familiar_string()),
+                    deleted: None,
+                });
             }
             let store = self.store.clone();
             let id = image.id.clone();
@@ -253,7 +318,10 @@ impl Daemon {
             })
             .await??;
             reclaimed += stats as i64;
-            deleted.push(ImageDeleteResponseItem { untagged: None, deleted: Some(image.id.to_string()) });
+            deleted.push(ImageDeleteResponseItem {
+                untagged: None,
+                deleted: Some(image.id.to_string()),
+            });
             self.image_event("delete", &image.id, &image.id.to_string());
         }
         Ok(ImagePruneResponse {
@@ -283,7 +351,13 @@ impl Daemon {
         let store = self.store.clone();
         let r = reference.clone();
         let image = tokio::task::spawn_blocking(move || -> berth_store::Result<ImageRecord> {
-            let image = store.import(body, ImportOptions { config: image_config, message })?;
+            let image = store.import(
+                body,
+                ImportOptions {
+                    config: image_config,
+                    message,
+                },
+            )?;
             if let Some(r) = r {
                 store.tag(&r, &image.id)?;
             }
@@ -393,8 +467,14 @@ pub(crate) fn parse_until(value: &str) -> ServiceResult<chrono::DateTime<chrono:
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&chrono::Utc));
     }
-    let (num, unit) = value.split_at(value.find(|c: char| c.is_alphabetic()).unwrap_or(value.len()));
-    let n: i64 = num.parse().map_err(|_| ServiceError::invalid(format!("invalid until: {value}")))?;
+    let (num, unit) = value.split_at(
+        value
+            .find(|c: char| c.is_alphabetic())
+            .unwrap_or(value.len()),
+    );
+    let n: i64 = num
+        .parse()
+        .map_err(|_| ServiceError::invalid(format!("invalid until: {value}")))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,

@@ -22,7 +22,11 @@ use crate::config::{BUILTIN_RUNTIME, Config, FileConfig};
 
 /// Flags, named like dockerd's.
 #[derive(Debug, Parser)]
-#[command(name = "berthd", version, about = "The berth container engine daemon (Docker Engine API compatible)")]
+#[command(
+    name = "berthd",
+    version,
+    about = "The berth container engine daemon (Docker Engine API compatible)"
+)]
 struct Flags {
     /// Socket to listen on (unix:///path).
     #[arg(short = 'H', long = "host")]
@@ -59,9 +63,16 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
     let Some(socket) = host.strip_prefix("unix://") else {
         bail!("unsupported host {host}: only unix:// sockets are served");
     };
-    let mut runtimes: std::collections::BTreeMap<String, PathBuf> =
-        file.runtimes.into_iter().map(|(k, v)| (k, v.path)).collect();
-    for (name, path) in [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun"), ("youki", "/usr/bin/youki")] {
+    let mut runtimes: std::collections::BTreeMap<String, PathBuf> = file
+        .runtimes
+        .into_iter()
+        .map(|(k, v)| (k, v.path))
+        .collect();
+    for (name, path) in [
+        ("runc", "/usr/sbin/runc"),
+        ("crun", "/usr/bin/crun"),
+        ("youki", "/usr/bin/youki"),
+    ] {
         if Path::new(path).exists() {
             runtimes.entry(name.into()).or_insert_with(|| path.into());
         }
@@ -75,8 +86,14 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
     }
     Ok(Config {
         socket: PathBuf::from(socket),
-        data_root: flags.data_root.or(file.data_root).unwrap_or_else(|| "/var/lib/berth".into()),
-        exec_root: flags.exec_root.or(file.exec_root).unwrap_or_else(|| "/run/berth".into()),
+        data_root: flags
+            .data_root
+            .or(file.data_root)
+            .unwrap_or_else(|| "/var/lib/berth".into()),
+        exec_root: flags
+            .exec_root
+            .or(file.exec_root)
+            .unwrap_or_else(|| "/run/berth".into()),
         default_runtime,
         runtimes,
         shim_binary: find_shim()?,
@@ -85,7 +102,10 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
 
 /// The shim sits next to `berthd`, or on PATH.
 fn find_shim() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
         let candidate = dir.join("berth-shim");
         if candidate.exists() {
             return Ok(candidate);
@@ -101,11 +121,20 @@ fn find_shim() -> anyhow::Result<PathBuf> {
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
-    let file_debug = flags.config.as_deref().and_then(|p| FileConfig::load(p).ok()).is_some_and(|f| f.debug);
-    let level = if flags.debug || file_debug { "debug" } else { "info" };
+    let file_debug = flags
+        .config
+        .as_deref()
+        .and_then(|p| FileConfig::load(p).ok())
+        .is_some_and(|f| f.debug);
+    let level = if flags.debug || file_debug {
+        "debug"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| level.into()),
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| level.into()),
         )
         .with_writer(std::io::stderr)
         .init();

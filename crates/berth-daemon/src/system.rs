@@ -15,8 +15,14 @@ use crate::error::{ServiceError, ServiceResult};
 /// Facts about the host that `version` and `info` report.
 fn uname() -> (String, String) {
     let u = nix::sys::utsname::uname().ok();
-    let release = u.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
-    let node = u.as_ref().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default();
+    let release = u
+        .as_ref()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let node = u
+        .as_ref()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default();
     (release, node)
 }
 
@@ -41,7 +47,9 @@ impl Daemon {
             ("Experimental".into(), "false".into()),
         ]);
         SystemVersion {
-            platform: Some(SystemVersionPlatform { name: "berth".into() }),
+            platform: Some(SystemVersionPlatform {
+                name: "berth".into(),
+            }),
             components: Some(vec![SystemVersionComponents {
                 name: "Engine".into(),
                 version: berth_api::ENGINE_VERSION.into(),
@@ -51,7 +59,10 @@ impl Daemon {
             api_version: Some(berth_api::API_VERSION.into()),
             min_api_version: Some(berth_api::MIN_API_VERSION.into()),
             git_commit: Some(option_env!("BERTH_GIT_COMMIT").unwrap_or("unknown").into()),
-            go_version: Some(format!("rust{}", option_env!("CARGO_PKG_RUST_VERSION").unwrap_or(""))),
+            go_version: Some(format!(
+                "rust{}",
+                option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("")
+            )),
             os: Some("linux".into()),
             arch: Some(go_arch().into()),
             kernel_version: Some(kernel),
@@ -95,12 +106,18 @@ impl Daemon {
         let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let mut runtimes: HashMap<String, berth_api::models::Runtime> = HashMap::from([(
             crate::config::BUILTIN_RUNTIME.to_string(),
-            berth_api::models::Runtime { path: Some("berth-shim (youki libcontainer)".into()), ..Default::default() },
+            berth_api::models::Runtime {
+                path: Some("berth-shim (youki libcontainer)".into()),
+                ..Default::default()
+            },
         )]);
         for (name, path) in &self.config.runtimes {
             runtimes.insert(
                 name.clone(),
-                berth_api::models::Runtime { path: Some(path.display().to_string()), ..Default::default() },
+                berth_api::models::Runtime {
+                    path: Some(path.display().to_string()),
+                    ..Default::default()
+                },
             );
         }
         let value = serde_json::json!({
@@ -163,15 +180,28 @@ impl Daemon {
     }
 
     /// `POST /containers/prune`: removes stopped containers.
-    pub async fn prune_containers(&self, filters: &Filters) -> ServiceResult<ContainerPruneResponse> {
-        filters.check_names(&["until", "label", "label!"]).map_err(|e| ServiceError::invalid(e.to_string()))?;
-        let until = filters.get("until").first().map(|u| crate::images::parse_until(u)).transpose()?;
+    pub async fn prune_containers(
+        &self,
+        filters: &Filters,
+    ) -> ServiceResult<ContainerPruneResponse> {
+        filters
+            .check_names(&["until", "label", "label!"])
+            .map_err(|e| ServiceError::invalid(e.to_string()))?;
+        let until = filters
+            .get("until")
+            .first()
+            .map(|u| crate::images::parse_until(u))
+            .transpose()?;
         let mut deleted = Vec::new();
         let mut reclaimed = 0i64;
         for c in self.containers.all() {
             let (status, created, labels) = {
                 let r = c.record();
-                (r.state.status, r.created, r.config.labels.clone().unwrap_or_default())
+                (
+                    r.state.status,
+                    r.created,
+                    r.config.labels.clone().unwrap_or_default(),
+                )
             };
             if status.is_active() || until.is_some_and(|u| created >= u) {
                 continue;
@@ -179,7 +209,11 @@ impl Daemon {
             if !labels_match(filters.get("label"), |k| labels.get(k).map(String::as_str)) {
                 continue;
             }
-            if filters.get("label!").iter().any(|l| labels_match(std::slice::from_ref(l), |k| labels.get(k).map(String::as_str))) {
+            if filters.get("label!").iter().any(|l| {
+                labels_match(std::slice::from_ref(l), |k| {
+                    labels.get(k).map(String::as_str)
+                })
+            }) {
                 continue;
             }
             let size = self.store.container_usage(&c.id).unwrap_or_default() as i64;

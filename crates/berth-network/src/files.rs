@@ -77,8 +77,10 @@ pub fn write_all(
 ) -> Result<(), FilesError> {
     let write = |name: &str, content: &str| {
         let path = dir.join(name);
-        std::fs::write(&path, content)
-            .map_err(|source| FilesError::Io { path: path.display().to_string(), source })
+        std::fs::write(&path, content).map_err(|source| FilesError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     };
     write("hostname", &format!("{}\n", entries.hostname))?;
     write("hosts", &hosts(entries))?;

@@ -1,7 +1,7 @@
 //! Async client of `berth-shim`, used by the daemon.
 
-use std::os::fd::AsRawFd;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
@@ -16,8 +16,8 @@ use tokio::sync::Mutex;
 
 use crate::error::{ErrorKind, Result, RuntimeError};
 use crate::protocol::{
-    EXIT_FILE_NAME, ExitStatus, FRAME_HEADER_LEN, PROTOCOL_VERSION, Request, Response, SOCKET_NAME,
-    ShimState, decode_frame_header,
+    EXIT_FILE_NAME, ExitStatus, FRAME_HEADER_LEN, PROTOCOL_VERSION, Request, Response, RunArgs,
+    SOCKET_NAME, ShimState, decode_frame_header,
 };
 use crate::shim::StartupError;
 
@@ -26,29 +26,13 @@ const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest response line accepted from a shim.
 const MAX_LINE: u64 = 1 << 20;
 
-/// Options of a new shim; mirrors the `berth-shim run` arguments.
-#[derive(Debug, Clone, Default)]
+/// Options of a new shim: the shim binary and its `run` arguments.
+#[derive(Debug, Clone)]
 pub struct ShimOptions {
     /// Path of the `berth-shim` binary.
     pub shim_binary: PathBuf,
-    /// Container id.
-    pub id: String,
-    /// OCI bundle directory.
-    pub bundle: PathBuf,
-    /// State directory (socket, exit.json, runtime state).
-    pub state_dir: PathBuf,
-    /// json-file log path.
-    pub log_path: PathBuf,
-    /// Rotate the log at this size (bytes).
-    pub log_max_size: Option<u64>,
-    /// Log files to keep (0 or 1 = one file).
-    pub log_max_file: u32,
-    /// The container has a terminal.
-    pub tty: bool,
-    /// Keep stdin open.
-    pub stdin: bool,
-    /// OCI runtime binary (e.g. `/usr/sbin/runc`); `None` = linked libcontainer.
-    pub runtime: Option<PathBuf>,
+    /// What the shim is told to run.
+    pub run: RunArgs,
 }
 
 struct Conn {
@@ -68,13 +52,12 @@ impl Conn {
         let short = PathBuf::from(format!("/proc/self/fd/{}/{SOCKET_NAME}", dir.as_raw_fd()));
         let connected = UnixStream::connect(&short).await;
         drop(dir);
-        let stream = connected
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                    RuntimeError::ShimNotRunning(state_dir.to_path_buf())
-                }
-                _ => RuntimeError::io(format!("connect {}", path.display()), e),
-            })?;
+        let stream = connected.map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                RuntimeError::ShimNotRunning(state_dir.to_path_buf())
+            }
+            _ => RuntimeError::io(format!("connect {}", path.display()), e),
+        })?;
         let (r, w) = stream.into_split();
         let mut conn = Conn {
             reader: BufReader::new(r),
@@ -160,30 +143,7 @@ impl ShimClient {
     /// [`ErrorKind::NotFound`] or [`ErrorKind::NotExecutable`].
     pub async fn spawn(opts: &ShimOptions) -> Result<ShimClient> {
         let mut cmd = tokio::process::Command::new(&opts.shim_binary);
-        cmd.arg("run")
-            .arg("--id")
-            .arg(&opts.id)
-            .arg("--bundle")
-            .arg(&opts.bundle)
-            .arg("--state-dir")
-            .arg(&opts.state_dir)
-            .arg("--log-path")
-            .arg(&opts.log_path);
-        if let Some(size) = opts.log_max_size {
-            cmd.arg("--log-max-size").arg(size.to_string());
-        }
-        if opts.log_max_file > 1 {
-            cmd.arg("--log-max-file").arg(opts.log_max_file.to_string());
-        }
-        if opts.tty {
-            cmd.arg("--tty");
-        }
-        if opts.stdin {
-            cmd.arg("--stdin");
-        }
-        if let Some(rt) = &opts.runtime {
-            cmd.arg("--runtime").arg(rt);
-        }
+        cmd.args(opts.run.to_args());
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -203,7 +163,7 @@ impl ShimClient {
             Err(_) => {
                 return Err(RuntimeError::Protocol(format!(
                     "shim for container {} did not report within {SPAWN_TIMEOUT:?}",
-                    opts.id
+                    opts.run.id
                 )));
             }
             Ok(Err(e)) => return Err(RuntimeError::io("read shim report", e)),
@@ -213,7 +173,7 @@ impl ShimClient {
         if let Some(pid) = line.strip_prefix("ok ") {
             pid.parse::<i32>()
                 .map_err(|_| RuntimeError::Protocol(format!("bad shim report {line:?}")))?;
-            return ShimClient::connect(&opts.state_dir).await;
+            return ShimClient::connect(&opts.run.state_dir).await;
         }
         if let Some(json) = line.strip_prefix("error ") {
             let e: StartupError = serde_json::from_str(json).map_err(|e| {
@@ -226,7 +186,7 @@ impl ShimClient {
         }
         Err(RuntimeError::Shim {
             kind: ErrorKind::Other,
-            message: format!("shim for container {} exited without a report", opts.id),
+            message: format!("shim for container {} exited without a report", opts.run.id),
         })
     }
 

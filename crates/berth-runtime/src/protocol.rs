@@ -6,6 +6,9 @@
 //! `Exec`) are added as new enum variants; an older shim answers an unknown request with an
 //! `Error` response instead of dropping the connection.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorKind;
@@ -138,6 +141,126 @@ pub fn encode_frame_header(stream: u8, len: usize) -> [u8; FRAME_HEADER_LEN] {
 /// Decodes an attach frame header into (stream, payload length).
 pub fn decode_frame_header(h: &[u8; FRAME_HEADER_LEN]) -> (u8, usize) {
     (h[0], u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize)
+}
+
+/// The `berth-shim run` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    /// Container id.
+    pub id: String,
+    /// OCI bundle directory (holds config.json).
+    pub bundle: PathBuf,
+    /// Directory for the socket, exit.json and the runtime's state.
+    pub state_dir: PathBuf,
+    /// json-file log path.
+    pub log_path: PathBuf,
+    /// Rotate the log at this size in bytes.
+    pub log_max_size: Option<u64>,
+    /// Number of log files to keep.
+    pub log_max_file: u32,
+    /// The container has a terminal.
+    pub tty: bool,
+    /// Keep the container's stdin open.
+    pub stdin: bool,
+    /// `None` = linked libcontainer; otherwise the path of an OCI runtime binary (runc).
+    pub runtime: Option<PathBuf>,
+}
+
+/// Parses `berth-shim run` arguments (after the `run` word).
+pub fn parse_run_args(args: &[OsString]) -> Result<RunArgs, String> {
+    let mut id = None;
+    let mut bundle = None;
+    let mut state_dir = None;
+    let mut log_path = None;
+    let mut log_max_size = None;
+    let mut log_max_file = 1;
+    let mut tty = false;
+    let mut stdin = false;
+    let mut runtime = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let name = arg
+            .to_str()
+            .ok_or_else(|| format!("invalid argument {arg:?}"))?;
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("missing value for {name}"))
+        };
+        match name {
+            "--id" => id = Some(value()?.to_string_lossy().into_owned()),
+            "--bundle" => bundle = Some(PathBuf::from(value()?)),
+            "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
+            "--log-path" => log_path = Some(PathBuf::from(value()?)),
+            "--log-max-size" => {
+                let v = value()?;
+                log_max_size = Some(
+                    v.to_string_lossy()
+                        .parse()
+                        .map_err(|_| format!("invalid --log-max-size {v:?}"))?,
+                );
+            }
+            "--log-max-file" => {
+                let v = value()?;
+                log_max_file = v
+                    .to_string_lossy()
+                    .parse()
+                    .map_err(|_| format!("invalid --log-max-file {v:?}"))?;
+            }
+            "--tty" => tty = true,
+            "--stdin" => stdin = true,
+            "--runtime" => {
+                let v = PathBuf::from(value()?);
+                runtime = (v.as_os_str() != "libcontainer").then_some(v);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let absolute = |p: PathBuf, what: &str| -> Result<PathBuf, String> {
+        std::path::absolute(&p).map_err(|e| format!("{what} {}: {e}", p.display()))
+    };
+    Ok(RunArgs {
+        id: id.ok_or("missing --id")?,
+        bundle: absolute(bundle.ok_or("missing --bundle")?, "bundle")?,
+        state_dir: absolute(state_dir.ok_or("missing --state-dir")?, "state dir")?,
+        log_path: absolute(log_path.ok_or("missing --log-path")?, "log path")?,
+        log_max_size,
+        log_max_file,
+        tty,
+        stdin,
+        runtime,
+    })
+}
+
+impl RunArgs {
+    /// The `berth-shim run` arguments that [`parse_run_args`] reads back.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut out: Vec<OsString> = vec!["run".into()];
+        let mut push = |flag: &str, value: OsString| {
+            out.push(flag.into());
+            out.push(value);
+        };
+        push("--id", self.id.clone().into());
+        push("--bundle", self.bundle.clone().into());
+        push("--state-dir", self.state_dir.clone().into());
+        push("--log-path", self.log_path.clone().into());
+        if let Some(size) = self.log_max_size {
+            push("--log-max-size", size.to_string().into());
+        }
+        if self.log_max_file > 1 {
+            push("--log-max-file", self.log_max_file.to_string().into());
+        }
+        if let Some(rt) = &self.runtime {
+            push("--runtime", rt.clone().into());
+        }
+        if self.tty {
+            out.push("--tty".into());
+        }
+        if self.stdin {
+            out.push("--stdin".into());
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_runtime::logs::{LogReadOptions, LogReader, LogStream};
+use berth_runtime::protocol::RunArgs;
 use berth_runtime::{
     ErrorKind, RunConfig, ShimClient, ShimOptions, Status, cgroups, generate, read_exit_file,
     write_bundle,
@@ -92,15 +93,17 @@ impl Fixture {
     fn options(&self, cfg: &RunConfig) -> ShimOptions {
         ShimOptions {
             shim_binary: PathBuf::from(env!("CARGO_BIN_EXE_berth-shim")),
-            id: self.id.clone(),
-            bundle: self.path("bundle"),
-            state_dir: self.path("state"),
-            log_path: self.path("logs/container.log"),
-            log_max_size: None,
-            log_max_file: 1,
-            tty: cfg.tty,
-            stdin: cfg.open_stdin,
-            runtime: self.runtime.clone(),
+            run: RunArgs {
+                id: self.id.clone(),
+                bundle: self.path("bundle"),
+                state_dir: self.path("state"),
+                log_path: self.path("logs/container.log"),
+                log_max_size: None,
+                log_max_file: 1,
+                tty: cfg.tty,
+                stdin: cfg.open_stdin,
+                runtime: self.runtime.clone(),
+            },
         }
     }
 
@@ -408,10 +411,10 @@ async fn shim_outlives_its_spawner() {
             "BERTH_SPAWN_HELPER",
             serde_json::to_string(&[
                 opts.shim_binary.to_str().unwrap(),
-                &opts.id,
-                opts.bundle.to_str().unwrap(),
-                opts.state_dir.to_str().unwrap(),
-                opts.log_path.to_str().unwrap(),
+                &opts.run.id,
+                opts.run.bundle.to_str().unwrap(),
+                opts.run.state_dir.to_str().unwrap(),
+                opts.run.log_path.to_str().unwrap(),
             ])
             .unwrap(),
         )
@@ -452,18 +455,23 @@ async fn spawn_helper() {
     let a: Vec<String> = serde_json::from_str(&args).unwrap();
     let opts = ShimOptions {
         shim_binary: a[0].clone().into(),
-        id: a[1].clone(),
-        bundle: a[2].clone().into(),
-        state_dir: a[3].clone().into(),
-        log_path: a[4].clone().into(),
-        log_max_file: 1,
-        ..Default::default()
+        run: RunArgs {
+            id: a[1].clone(),
+            bundle: a[2].clone().into(),
+            state_dir: a[3].clone().into(),
+            log_path: a[4].clone().into(),
+            log_max_size: None,
+            log_max_file: 1,
+            tty: false,
+            stdin: false,
+            runtime: None,
+        },
     };
     let client = ShimClient::spawn(&opts).await.unwrap();
     client.start().await.unwrap();
     // wait for the first log line so the parent can check it
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !fs::read_to_string(&opts.log_path)
+    while !fs::read_to_string(&opts.run.log_path)
         .unwrap_or_default()
         .contains("started")
     {

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
 use crate::image::{
-    ImageRecord, LayerInfo, MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
-    manifest_json, parse_config,
+    ImageRecord, LayerInfo, MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX,
+    MEDIA_TYPE_MANIFEST, manifest_json, parse_config,
 };
 use crate::layer;
 use crate::reference::Reference;
@@ -114,7 +114,8 @@ fn clean_path(raw: &str) -> Result<String> {
         match c {
             "" | "." => {}
             ".." => {
-                out.pop().ok_or_else(|| bad(format!("path {raw:?} escapes the archive")))?;
+                out.pop()
+                    .ok_or_else(|| bad(format!("path {raw:?} escapes the archive")))?;
             }
             c => out.push(c),
         }
@@ -176,7 +177,9 @@ impl Store {
         let files = self.read_archive(reader)?;
         let candidates = self.candidates(&files)?;
         if candidates.is_empty() {
-            return Err(bad("no images found (neither manifest.json nor index.json lists any)"));
+            return Err(bad(
+                "no images found (neither manifest.json nor index.json lists any)",
+            ));
         }
         let mut records: Vec<(ImageRecord, Vec<Reference>)> = Vec::new();
         for c in candidates {
@@ -202,14 +205,20 @@ impl Store {
             }
             Ok(())
         })?;
-        Ok(records.into_iter().map(|(rec, tags)| LoadedImage { id: rec.id, tags }).collect())
+        Ok(records
+            .into_iter()
+            .map(|(rec, tags)| LoadedImage { id: rec.id, tags })
+            .collect())
     }
 
     fn read_archive(&self, reader: impl Read) -> Result<ArchiveFiles> {
         let (_, stream) = layer::decompress(reader)?;
         let mut archive = tar::Archive::new(stream);
         let mut files = ArchiveFiles::default();
-        for entry in archive.entries().map_err(|e| bad(format!("read tar: {e}")))? {
+        for entry in archive
+            .entries()
+            .map_err(|e| bad(format!("read tar: {e}")))?
+        {
             let mut entry = entry.map_err(|e| bad(format!("read tar entry: {e}")))?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let path = clean_path(&raw)?;
@@ -233,7 +242,9 @@ impl Store {
                             return Err(bad(format!("{path} is too large ({size} bytes)")));
                         }
                         let mut buf = Vec::new();
-                        entry.read_to_end(&mut buf).map_err(|e| bad(format!("read {path}: {e}")))?;
+                        entry
+                            .read_to_end(&mut buf)
+                            .map_err(|e| bad(format!("read {path}: {e}")))?;
                         if buf.len() as u64 != size {
                             return Err(bad(format!("truncated archive: {path}")));
                         }
@@ -241,24 +252,35 @@ impl Store {
                         continue;
                     }
                     let name = path.rsplit('/').next().unwrap_or("");
-                    if path.contains('/') && !path.starts_with("blobs/") && (name == "json" || name == "VERSION") {
+                    if path.contains('/')
+                        && !path.starts_with("blobs/")
+                        && (name == "json" || name == "VERSION")
+                    {
                         continue; // legacy per-layer metadata, superseded by the image config
                     }
                     let expected = match path.strip_prefix("blobs/sha256/") {
-                        Some(hex) => Some(Digest::from_hex(hex).map_err(|_| bad(format!("bad blob name {path}")))?),
+                        Some(hex) => Some(
+                            Digest::from_hex(hex)
+                                .map_err(|_| bad(format!("bad blob name {path}")))?,
+                        ),
                         None => None,
                     };
                     let mut w = self.content.writer()?;
                     io::copy(&mut entry, &mut w).map_err(|e| bad(format!("read {path}: {e}")))?;
                     if w.written() != size {
-                        return Err(bad(format!("truncated archive: {path} has {} of {size} bytes", w.written())));
+                        return Err(bad(format!(
+                            "truncated archive: {path} has {} of {size} bytes",
+                            w.written()
+                        )));
                     }
-                    let digest = w.commit(expected.as_ref(), Some(size)).map_err(|e| match e {
-                        StoreError::DigestMismatch { expected, actual } => {
-                            bad(format!("{path} is corrupt: its content is {actual}, not {expected}"))
-                        }
-                        other => other,
-                    })?;
+                    let digest = w
+                        .commit(expected.as_ref(), Some(size))
+                        .map_err(|e| match e {
+                            StoreError::DigestMismatch { expected, actual } => bad(format!(
+                                "{path} is corrupt: its content is {actual}, not {expected}"
+                            )),
+                            other => other,
+                        })?;
                     files.blobs.insert(path, digest);
                 }
                 _ => {}
@@ -284,23 +306,40 @@ impl Store {
         let mut out = Vec::new();
         for e in entries {
             let config = files.blob(&e.config)?;
-            let layers = e.layers.iter().map(|l| files.blob(l)).collect::<Result<Vec<_>>>()?;
+            let layers = e
+                .layers
+                .iter()
+                .map(|l| files.blob(l))
+                .collect::<Result<Vec<_>>>()?;
             let mut tags = Vec::new();
             for t in e.repo_tags.unwrap_or_default() {
-                tags.push(Reference::parse(&t).map_err(|err| bad(format!("manifest.json tag {t:?}: {err}")))?);
+                tags.push(
+                    Reference::parse(&t)
+                        .map_err(|err| bad(format!("manifest.json tag {t:?}: {err}")))?,
+                );
             }
             let manifest = oci
                 .iter()
                 .find(|c| c.config == config && c.layers == layers)
                 .and_then(|c| c.manifest.clone());
-            out.push(Candidate { config, layers, tags, manifest });
+            out.push(Candidate {
+                config,
+                layers,
+                tags,
+                manifest,
+            });
         }
         Ok(out)
     }
 
     /// Follows an index.json descriptor to an image manifest (choosing the host platform in
     /// nested indexes).
-    fn oci_candidate(&self, files: &ArchiveFiles, desc: &Descriptor, depth: usize) -> Result<Option<Candidate>> {
+    fn oci_candidate(
+        &self,
+        files: &ArchiveFiles,
+        desc: &Descriptor,
+        depth: usize,
+    ) -> Result<Option<Candidate>> {
         if depth > 4 {
             return Err(bad("image indexes nest too deeply"));
         }
@@ -311,26 +350,51 @@ impl Store {
         };
         let bytes = self.content.read_to_vec(&digest)?;
         if bytes.len() as u64 != desc.size {
-            return Err(bad(format!("{} has {} bytes, index says {}", desc.digest, bytes.len(), desc.size)));
+            return Err(bad(format!(
+                "{} has {} bytes, index says {}",
+                desc.digest,
+                bytes.len(),
+                desc.size
+            )));
         }
         let value: serde_json::Value = parse_json(&path, &bytes)?;
-        let media_type = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or(&desc.media_type).to_string();
+        let media_type = value
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .unwrap_or(&desc.media_type)
+            .to_string();
         let mut tags = Vec::new();
         if let Some(ann) = &desc.annotations {
-            let name = ann.get(ANNOTATION_IMAGE_NAME).or_else(|| ann.get(ANNOTATION_REF_NAME));
-            if let Some(r) = name.and_then(|n| Reference::parse_named(n).ok()).filter(|r| r.tag().is_some()) {
+            let name = ann
+                .get(ANNOTATION_IMAGE_NAME)
+                .or_else(|| ann.get(ANNOTATION_REF_NAME));
+            if let Some(r) = name
+                .and_then(|n| Reference::parse_named(n).ok())
+                .filter(|r| r.tag().is_some())
+            {
                 tags.push(r);
             }
         }
-        if media_type == MEDIA_TYPE_INDEX || media_type == MEDIA_TYPE_DOCKER_LIST || value.get("manifests").is_some() {
+        if media_type == MEDIA_TYPE_INDEX
+            || media_type == MEDIA_TYPE_DOCKER_LIST
+            || value.get("manifests").is_some()
+        {
             let index: Index = parse_json(&path, &bytes)?;
             let (os, arch) = host_platform();
             let pick = index
                 .manifests
                 .iter()
-                .filter(|m| m.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch))
+                .filter(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == os && p.architecture == arch)
+                })
                 .chain(index.manifests.iter())
-                .find(|m| files.blob(&format!("blobs/sha256/{}", m.digest.hex())).is_ok());
+                .find(|m| {
+                    files
+                        .blob(&format!("blobs/sha256/{}", m.digest.hex()))
+                        .is_ok()
+                });
             return match pick {
                 Some(m) => Ok(self.oci_candidate(files, m, depth + 1)?.map(|mut c| {
                     c.tags.extend(tags);
@@ -350,7 +414,12 @@ impl Store {
             .map(|l| files.blob(&format!("blobs/sha256/{}", l.digest.hex())))
             .collect::<Result<Vec<_>>>()?;
         let layer_types = m.layers.iter().map(|l| l.media_type.clone()).collect();
-        Ok(Some(Candidate { config, layers, tags, manifest: Some((digest, media_type, layer_types)) }))
+        Ok(Some(Candidate {
+            config,
+            layers,
+            tags,
+            manifest: Some((digest, media_type, layer_types)),
+        }))
     }
 
     fn unpack_candidate(&self, c: &Candidate) -> Result<ImageRecord> {
@@ -395,7 +464,13 @@ impl Store {
                 (self.content.put_bytes(&m)?, MEDIA_TYPE_MANIFEST.to_string())
             }
         };
-        Ok(self.image_record(c.config.clone(), manifest_digest, manifest_type, config, layers))
+        Ok(self.image_record(
+            c.config.clone(),
+            manifest_digest,
+            manifest_type,
+            config,
+            layers,
+        ))
     }
 
     /// Turns a user's argument to `docker save` into a selector: an id (full, bare or
@@ -438,8 +513,12 @@ impl Store {
                 }
             };
             if let Some(t) = tag.filter(|t| t.tag().is_some()) {
-                let t = Reference::parse_named(&format!("{}:{}", t.name(), t.tag().unwrap_or_default()))
-                    .expect("a name and tag taken from a valid reference form a valid reference");
+                let t = Reference::parse_named(&format!(
+                    "{}:{}",
+                    t.name(),
+                    t.tag().unwrap_or_default()
+                ))
+                .expect("a name and tag taken from a valid reference form a valid reference");
                 if !images[pos].1.contains(&t) {
                     images[pos].1.push(t);
                 }
@@ -463,8 +542,15 @@ impl Store {
         self.write_archive(&images, writer)
     }
 
-    fn write_archive(&self, images: &[(ImageRecord, Vec<Reference>)], writer: impl Write) -> Result<()> {
-        let werr = |e: io::Error| StoreError::Io { context: "write image archive".to_string(), source: e };
+    fn write_archive(
+        &self,
+        images: &[(ImageRecord, Vec<Reference>)],
+        writer: impl Write,
+    ) -> Result<()> {
+        let werr = |e: io::Error| StoreError::Io {
+            context: "write image archive".to_string(),
+            source: e,
+        };
         let mut b = tar::Builder::new(writer);
         for dir in ["blobs", "blobs/sha256"] {
             let mut h = tar::Header::new_gnu();
@@ -478,7 +564,11 @@ impl Store {
         let mut manifest = Vec::new();
         let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (rec, tags) in images {
-            let blobs = rec.layers.iter().map(|l| &l.digest).chain([&rec.id, &rec.manifest_digest]);
+            let blobs = rec
+                .layers
+                .iter()
+                .map(|l| &l.digest)
+                .chain([&rec.id, &rec.manifest_digest]);
             for d in blobs {
                 if written.insert(d.clone()) {
                     let size = self.content.size(d)?;
@@ -487,7 +577,8 @@ impl Store {
                     h.set_mode(0o444);
                     h.set_size(size);
                     let file = self.content.read(d)?;
-                    b.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), file.take(size)).map_err(werr)?;
+                    b.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), file.take(size))
+                        .map_err(werr)?;
                 }
             }
             let manifest_size = self.content.size(&rec.manifest_digest)?;
@@ -504,23 +595,38 @@ impl Store {
             for t in tags {
                 let ann = BTreeMap::from([
                     (ANNOTATION_IMAGE_NAME.to_string(), t.to_string()),
-                    (ANNOTATION_REF_NAME.to_string(), t.tag().unwrap_or_default().to_string()),
+                    (
+                        ANNOTATION_REF_NAME.to_string(),
+                        t.tag().unwrap_or_default().to_string(),
+                    ),
                 ]);
                 index.push(desc(Some(ann)));
                 if let Some(top) = rec.layers.last() {
-                    repositories
-                        .entry(t.familiar_name())
-                        .or_default()
-                        .insert(t.tag().unwrap_or_default().to_string(), top.digest.hex().to_string());
+                    repositories.entry(t.familiar_name()).or_default().insert(
+                        t.tag().unwrap_or_default().to_string(),
+                        top.digest.hex().to_string(),
+                    );
                 }
             }
             manifest.push(ManifestEntry {
                 config: format!("blobs/sha256/{}", rec.id.hex()),
-                repo_tags: if tags.is_empty() { None } else { Some(tags.iter().map(Reference::familiar_string).collect()) },
-                layers: rec.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect(),
+                repo_tags: if tags.is_empty() {
+                    None
+                } else {
+                    Some(tags.iter().map(Reference::familiar_string).collect())
+                },
+                layers: rec
+                    .layers
+                    .iter()
+                    .map(|l| format!("blobs/sha256/{}", l.digest.hex()))
+                    .collect(),
             });
         }
-        let index = Index { schema_version: 2, media_type: Some(MEDIA_TYPE_INDEX.to_string()), manifests: index };
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_INDEX.to_string()),
+            manifests: index,
+        };
         let docs: [(&str, Vec<u8>); 4] = [
             ("index.json", enc("index.json", &index)?),
             ("manifest.json", enc("manifest.json", &manifest)?),
@@ -532,7 +638,8 @@ impl Store {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o644);
             h.set_size(bytes.len() as u64);
-            b.append_data(&mut h, name, bytes.as_slice()).map_err(werr)?;
+            b.append_data(&mut h, name, bytes.as_slice())
+                .map_err(werr)?;
         }
         b.into_inner().map_err(werr)?.flush().map_err(werr)
     }

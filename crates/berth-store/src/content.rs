@@ -45,8 +45,16 @@ impl ContentStore {
     /// Starts writing a new blob.
     pub fn writer(&self) -> Result<Ingest> {
         let path = self.ingest.join(random_name("ingest"));
-        let file = OpenOptions::new().write(true).create_new(true).open(&path).ctx("create ingest", &path)?;
-        Ok(Ingest { file: Some(Hashing::new(BufWriter::new(file))), path, blobs: self.blobs.clone() })
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .ctx("create ingest", &path)?;
+        Ok(Ingest {
+            file: Some(Hashing::new(BufWriter::new(file))),
+            path,
+            blobs: self.blobs.clone(),
+        })
     }
 
     /// Stores `bytes` and returns their digest.
@@ -88,14 +96,18 @@ impl ContentStore {
     /// The size of a blob in bytes.
     pub fn size(&self, digest: &Digest) -> Result<u64> {
         let path = self.path(digest);
-        fs::metadata(&path).map(|m| m.len()).map_err(|e| not_found_or(e, digest, &path))
+        fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| not_found_or(e, digest, &path))
     }
 
     /// Deletes a blob; deleting a missing blob is not an error.
     pub fn delete(&self, digest: &Digest) -> Result<()> {
         let path = self.path(digest);
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove blob", &path, e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StoreError::io("remove blob", &path, e))
+            }
             _ => Ok(()),
         }
     }
@@ -105,7 +117,11 @@ impl ContentStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.blobs).ctx("read directory", &self.blobs)? {
             let entry = entry.ctx("read directory", &self.blobs)?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }
@@ -128,7 +144,10 @@ pub(crate) fn random_name(prefix: &str) -> String {
     if getrandom::fill(&mut bytes).is_err() {
         // The kernel RNG failing is close to impossible; fall back to time and pid so names
         // stay unique within this process.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         bytes = ((nanos as u64) ^ u64::from(std::process::id())).to_le_bytes();
     }
     format!("{prefix}-{}", hex::encode(bytes))
@@ -136,7 +155,9 @@ pub(crate) fn random_name(prefix: &str) -> String {
 
 /// Fsyncs a directory so a rename inside it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx("sync directory", dir)
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("sync directory", dir)
 }
 
 impl Ingest {
@@ -147,25 +168,44 @@ impl Ingest {
 
     /// Finishes the blob: flushes and fsyncs, checks digest and size if given, and moves it
     /// under `blobs/` read-only. A blob that already exists is kept and its digest returned.
-    pub fn commit(mut self, expected_digest: Option<&Digest>, expected_size: Option<u64>) -> Result<Digest> {
-        let hashing = self.file.take().expect("ingest file is present until commit");
+    pub fn commit(
+        mut self,
+        expected_digest: Option<&Digest>,
+        expected_size: Option<u64>,
+    ) -> Result<Digest> {
+        let hashing = self
+            .file
+            .take()
+            .expect("ingest file is present until commit");
         let (digest, size, buf) = hashing.finish();
-        let file = buf.into_inner().map_err(|e| StoreError::io("flush ingest", &self.path, e.into_error()))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| StoreError::io("flush ingest", &self.path, e.into_error()))?;
         file.sync_all().ctx("sync ingest", &self.path)?;
         drop(file);
         if let Some(expected) = expected_digest
-            && *expected != digest {
-                return Err(StoreError::DigestMismatch { expected: expected.clone(), actual: digest });
-            }
+            && *expected != digest
+        {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
         if let Some(expected) = expected_size
-            && expected != size {
-                return Err(StoreError::SizeMismatch { digest, expected, actual: size });
-            }
+            && expected != size
+        {
+            return Err(StoreError::SizeMismatch {
+                digest,
+                expected,
+                actual: size,
+            });
+        }
         let target = self.blobs.join(digest.hex());
         if target.exists() {
             return Ok(digest);
         }
-        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o444)).ctx("chmod ingest", &self.path)?;
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o444))
+            .ctx("chmod ingest", &self.path)?;
         fs::rename(&self.path, &target).ctx("rename ingest into", &target)?;
         sync_dir(&self.blobs)?;
         Ok(digest)
@@ -174,11 +214,17 @@ impl Ingest {
 
 impl Write for Ingest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.as_mut().expect("ingest file is present until commit").write(buf)
+        self.file
+            .as_mut()
+            .expect("ingest file is present until commit")
+            .write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.as_mut().expect("ingest file is present until commit").flush()
+        self.file
+            .as_mut()
+            .expect("ingest file is present until commit")
+            .flush()
     }
 }
 
@@ -217,12 +263,23 @@ mod tests {
         let wrong = Digest::from_bytes(b"other");
         let mut w = cs.writer().unwrap();
         w.write_all(b"hello").unwrap();
-        assert!(matches!(w.commit(Some(&wrong), None), Err(StoreError::DigestMismatch { .. })));
+        assert!(matches!(
+            w.commit(Some(&wrong), None),
+            Err(StoreError::DigestMismatch { .. })
+        ));
         let mut w = cs.writer().unwrap();
         w.write_all(b"hello").unwrap();
-        assert!(matches!(w.commit(None, Some(4)), Err(StoreError::SizeMismatch { .. })));
+        assert!(matches!(
+            w.commit(None, Some(4)),
+            Err(StoreError::SizeMismatch { .. })
+        ));
         assert!(cs.list().unwrap().is_empty());
-        assert_eq!(fs::read_dir(dir.path().join("content/ingest")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("content/ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -234,9 +291,19 @@ mod tests {
         w.flush().unwrap();
         // Simulate a crash: the ingest file stays behind.
         std::mem::forget(w);
-        assert_eq!(fs::read_dir(dir.path().join("content/ingest")).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(dir.path().join("content/ingest"))
+                .unwrap()
+                .count(),
+            1
+        );
         let cs = ContentStore::open(dir.path()).unwrap();
-        assert_eq!(fs::read_dir(dir.path().join("content/ingest")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("content/ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
         assert!(cs.list().unwrap().is_empty());
     }
 }

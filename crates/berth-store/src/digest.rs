@@ -16,7 +16,9 @@ pub struct Digest(String);
 impl Digest {
     /// Parses `sha256:<64 hex>`; upper-case hex and other algorithms are rejected.
     pub fn parse(s: &str) -> Result<Digest> {
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| StoreError::InvalidDigest(s.to_string()))?;
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| StoreError::InvalidDigest(s.to_string()))?;
         if !is_hex64(hex) {
             return Err(StoreError::InvalidDigest(s.to_string()));
         }
@@ -63,7 +65,9 @@ pub(crate) fn is_hex64(s: &str) -> bool {
 
 /// Whether `s` is non-empty and only lower-case hex characters.
 pub(crate) fn is_lower_hex(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl fmt::Display for Digest {
@@ -108,7 +112,11 @@ pub struct Hashing<T> {
 impl<T> Hashing<T> {
     /// Wraps `inner`.
     pub fn new(inner: T) -> Self {
-        Hashing { inner, hasher: Sha256::new(), count: 0 }
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     /// Bytes seen so far.
@@ -161,12 +169,23 @@ mod tests {
     #[test]
     fn parse_and_hash() {
         let d = Digest::from_bytes(b"");
-        assert_eq!(d.as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(d.short(), "e3b0c44298fc");
         assert_eq!(Digest::parse(d.as_str()).unwrap(), d);
         assert!(Digest::parse("sha256:abc").is_err());
-        assert!(Digest::parse("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_err());
-        assert!(Digest::parse("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855").is_err());
+        assert!(
+            Digest::parse("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+                .is_err()
+        );
+        assert!(
+            Digest::parse(
+                "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+            )
+            .is_err()
+        );
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
     }

@@ -93,7 +93,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The metadata database was written by a newer berth.
-    #[error("metadata database {path} has schema version {found}, this berth supports up to {supported}")]
+    #[error(
+        "metadata database {path} has schema version {found}, this berth supports up to {supported}"
+    )]
     SchemaTooNew {
         /// The database file.
         path: PathBuf,
@@ -126,7 +128,9 @@ pub enum StoreError {
         source: nix::Error,
     },
     /// An overlay mount would need a lowerdir option longer than the kernel accepts.
-    #[error("overlay mount at {target}: {layers} layers make a lowerdir option of {len} bytes, more than the {max} the kernel accepts")]
+    #[error(
+        "overlay mount at {target}: {layers} layers make a lowerdir option of {len} bytes, more than the {max} the kernel accepts"
+    )]
     TooManyLayers {
         /// The mount point.
         target: PathBuf,
@@ -145,12 +149,18 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 impl StoreError {
     /// Builds an [`StoreError::Io`] for operation `op` on `path`.
     pub fn io(op: &str, path: &Path, source: io::Error) -> Self {
-        StoreError::Io { context: format!("{op} {}", path.display()), source }
+        StoreError::Io {
+            context: format!("{op} {}", path.display()),
+            source,
+        }
     }
 
     /// Builds a [`StoreError::Json`] with the given context.
     pub fn json(context: impl Into<String>, source: serde_json::Error) -> Self {
-        StoreError::Json { context: context.into(), source }
+        StoreError::Json {
+            context: context.into(),
+            source,
+        }
     }
 }
 

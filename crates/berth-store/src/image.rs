@@ -25,7 +25,8 @@ pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Media type of a Docker schema 2 manifest.
 pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Media type of a Docker manifest list.
-pub const MEDIA_TYPE_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_TYPE_DOCKER_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// One layer of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +136,11 @@ pub(crate) fn now_rfc3339() -> String {
 }
 
 /// Serialises an OCI image manifest for a config and layers.
-pub(crate) fn manifest_json(config: &Digest, config_size: u64, layers: &[LayerInfo]) -> Result<Vec<u8>> {
+pub(crate) fn manifest_json(
+    config: &Digest,
+    config_size: u64,
+    layers: &[LayerInfo],
+) -> Result<Vec<u8>> {
     let layers: Vec<_> = layers
         .iter()
         .map(|l| serde_json::json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size}))
@@ -151,7 +156,10 @@ pub(crate) fn manifest_json(config: &Digest, config_size: u64, layers: &[LayerIn
 
 /// Parses an image configuration blob.
 pub(crate) fn parse_config(bytes: &[u8], id: &Digest) -> Result<ImageConfiguration> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::InvalidImage { what: format!("config {id}"), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::InvalidImage {
+        what: format!("config {id}"),
+        reason: e.to_string(),
+    })
 }
 
 impl Store {
@@ -159,7 +167,11 @@ impl Store {
     /// blob as given, unpacks it into a snapshot named by its ChainID, fills in
     /// `rootfs.diff_ids` (or checks them if present) and a history if there is none, then
     /// writes the config and an OCI manifest and records the image.
-    pub fn create_image<'r>(&self, config: ImageConfiguration, layer_tars: Vec<Box<dyn Read + 'r>>) -> Result<ImageRecord> {
+    pub fn create_image<'r>(
+        &self,
+        config: ImageConfiguration,
+        layer_tars: Vec<Box<dyn Read + 'r>>,
+    ) -> Result<ImageRecord> {
         self.create_image_on(None, config, layer_tars)
     }
 
@@ -194,11 +206,15 @@ impl Store {
         for reader in layer_tars {
             let mut ingest = self.content.writer()?;
             let (compression, unpacked) = {
-                let mut br = io::BufReader::new(Tee { inner: reader, out: &mut ingest });
+                let mut br = io::BufReader::new(Tee {
+                    inner: reader,
+                    out: &mut ingest,
+                });
                 let compression = layer::detect_compression(&mut br)?;
                 let unpacked = self.unpack_layer(parent.as_ref(), &mut br, None)?;
                 // Keep the blob whole even if bytes follow the end of the tar.
-                io::copy(&mut br, &mut io::sink()).map_err(|e| StoreError::InvalidLayer(format!("read layer: {e}")))?;
+                io::copy(&mut br, &mut io::sink())
+                    .map_err(|e| StoreError::InvalidLayer(format!("read layer: {e}")))?;
                 (compression, unpacked)
             };
             let size = ingest.written();
@@ -234,7 +250,10 @@ impl Store {
                     if let Some(c) = &created {
                         b = b.created(c.clone());
                     }
-                    b.build().map_err(|e| StoreError::InvalidImage { what: "history".to_string(), reason: e.to_string() })
+                    b.build().map_err(|e| StoreError::InvalidImage {
+                        what: "history".to_string(),
+                        reason: e.to_string(),
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             config.set_history(Some(history));
@@ -251,12 +270,19 @@ impl Store {
     ) -> Result<ImageRecord> {
         let bytes = match config_bytes {
             Some(b) => b,
-            None => serde_json::to_vec(&config).map_err(|e| StoreError::json("encode image config", e))?,
+            None => serde_json::to_vec(&config)
+                .map_err(|e| StoreError::json("encode image config", e))?,
         };
         let id = self.content.put_bytes(&bytes)?;
         let manifest = manifest_json(&id, bytes.len() as u64, &layers)?;
         let manifest_digest = self.content.put_bytes(&manifest)?;
-        let record = self.image_record(id, manifest_digest, MEDIA_TYPE_MANIFEST.to_string(), config, layers);
+        let record = self.image_record(
+            id,
+            manifest_digest,
+            MEDIA_TYPE_MANIFEST.to_string(),
+            config,
+            layers,
+        );
         self.meta.write(|tx| tx.put_image(&record))?;
         Ok(record)
     }
@@ -275,7 +301,16 @@ impl Store {
             .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
             .map_or_else(Utc::now, |d| d.with_timezone(&Utc));
         let size = layers.iter().map(|l| l.unpacked_size).sum();
-        ImageRecord { id, manifest_digest, manifest_media_type, config, layers, size, created, last_tag_time: None }
+        ImageRecord {
+            id,
+            manifest_digest,
+            manifest_media_type,
+            config,
+            layers,
+            size,
+            created,
+            last_tag_time: None,
+        }
     }
 
     /// Imports a root filesystem tar (plain or gzip) as a one-layer image, like `docker import`.
@@ -284,12 +319,17 @@ impl Store {
         let created = config.created().clone().unwrap_or_else(now_rfc3339);
         config.set_created(Some(created.clone()));
         config.rootfs_mut().set_diff_ids(Vec::new());
-        let comment = opts.message.unwrap_or_else(|| "Imported from -".to_string());
+        let comment = opts
+            .message
+            .unwrap_or_else(|| "Imported from -".to_string());
         let entry = HistoryBuilder::default()
             .created(created)
             .comment(comment)
             .build()
-            .map_err(|e| StoreError::InvalidImage { what: "history".to_string(), reason: e.to_string() })?;
+            .map_err(|e| StoreError::InvalidImage {
+                what: "history".to_string(),
+                reason: e.to_string(),
+            })?;
         config.set_history(Some(vec![entry]));
         self.create_image(config, vec![Box::new(reader)])
     }
@@ -310,12 +350,13 @@ impl Store {
             let parents = self.snapshots.parent_dirs(&key)?;
             let stats = apply_layer_with_parents(reader, &target, &parents)?;
             if let Some(expected) = expected_diff_id
-                && *expected != stats.diff_id {
-                    return Err(StoreError::InvalidLayer(format!(
-                        "layer content is {}, expected diff id {expected}",
-                        stats.diff_id
-                    )));
-                }
+                && *expected != stats.diff_id
+            {
+                return Err(StoreError::InvalidLayer(format!(
+                    "layer content is {}, expected diff id {expected}",
+                    stats.diff_id
+                )));
+            }
             let chain = match parent {
                 None => stats.diff_id.clone(),
                 Some(p) => Digest::from_bytes(format!("{p} {}", stats.diff_id).as_bytes()),
@@ -339,12 +380,21 @@ impl Store {
                 return Err(e);
             }
         }
-        Ok(UnpackedLayer { diff_id: stats.diff_id, chain_id: chain, unpacked_size: stats.size })
+        Ok(UnpackedLayer {
+            diff_id: stats.diff_id,
+            chain_id: chain,
+            unpacked_size: stats.size,
+        })
     }
 
     /// Makes sure the committed snapshot for layer `blob` exists on top of `parent`,
     /// verifying the blob against `diff_id` either way.
-    pub(crate) fn ensure_layer(&self, parent: Option<&Digest>, blob: &Digest, diff_id: &Digest) -> Result<UnpackedLayer> {
+    pub(crate) fn ensure_layer(
+        &self,
+        parent: Option<&Digest>,
+        blob: &Digest,
+        diff_id: &Digest,
+    ) -> Result<UnpackedLayer> {
         let chain = match parent {
             None => diff_id.clone(),
             Some(p) => Digest::from_bytes(format!("{p} {diff_id}").as_bytes()),
@@ -352,7 +402,8 @@ impl Store {
         if let Ok(rec) = self.snapshots.get(chain.as_str()) {
             let (_, stream) = layer::decompress(self.content.read(blob)?)?;
             let mut h = Hashing::new(stream);
-            io::copy(&mut h, &mut io::sink()).map_err(|e| StoreError::InvalidLayer(format!("read layer {blob}: {e}")))?;
+            io::copy(&mut h, &mut io::sink())
+                .map_err(|e| StoreError::InvalidLayer(format!("read layer {blob}: {e}")))?;
             if h.digest() != *diff_id {
                 return Err(StoreError::InvalidLayer(format!(
                     "layer {blob} uncompresses to {}, expected diff id {diff_id}",
@@ -363,7 +414,11 @@ impl Store {
                 Some(s) => s,
                 None => self.snapshots.usage(chain.as_str())?,
             };
-            return Ok(UnpackedLayer { diff_id: diff_id.clone(), chain_id: chain, unpacked_size });
+            return Ok(UnpackedLayer {
+                diff_id: diff_id.clone(),
+                chain_id: chain,
+                unpacked_size,
+            });
         }
         let mut file = self.content.read(blob)?;
         self.unpack_layer(parent, &mut file, Some(diff_id))
@@ -377,7 +432,10 @@ impl Store {
 
     /// The history of an image, oldest first, with layer sizes.
     pub fn history(&self, id: &Digest) -> Result<Vec<HistoryEntry>> {
-        let rec = self.meta.read(|tx| tx.get_image(id))?.ok_or_else(|| StoreError::ImageNotFound(id.to_string()))?;
+        let rec = self
+            .meta
+            .read(|tx| tx.get_image(id))?
+            .ok_or_else(|| StoreError::ImageNotFound(id.to_string()))?;
         let mut layer_sizes = rec.layers.iter().map(|l| l.unpacked_size);
         let history = rec.config.history().clone().unwrap_or_default();
         Ok(history
@@ -389,7 +447,11 @@ impl Store {
                     created_by: h.created_by().clone(),
                     comment: h.comment().clone(),
                     empty_layer: empty,
-                    size: if empty { 0 } else { layer_sizes.next().unwrap_or(0) },
+                    size: if empty {
+                        0
+                    } else {
+                        layer_sizes.next().unwrap_or(0)
+                    },
                 }
             })
             .collect())

@@ -76,7 +76,8 @@ macro_rules! read_methods {
         pub fn get_image(&self, id: &Digest) -> Result<Option<ImageRecord>> {
             let t = self.txn.open_table(IMAGES)?;
             let v = t.get(id.as_str())?;
-            v.map(|g| from_json(&format!("image record {id}"), g.value())).transpose()
+            v.map(|g| from_json(&format!("image record {id}"), g.value()))
+                .transpose()
         }
 
         /// Every image record.
@@ -85,7 +86,10 @@ macro_rules! read_methods {
             let mut out = Vec::new();
             for row in t.iter()? {
                 let (k, v) = row?;
-                out.push(from_json(&format!("image record {}", k.value()), v.value())?);
+                out.push(from_json(
+                    &format!("image record {}", k.value()),
+                    v.value(),
+                )?);
             }
             Ok(out)
         }
@@ -112,7 +116,8 @@ macro_rules! read_methods {
         pub fn get_snapshot(&self, key: &str) -> Result<Option<SnapshotRecord>> {
             let t = self.txn.open_table(SNAPSHOTS)?;
             let v = t.get(key)?;
-            v.map(|g| from_json(&format!("snapshot record {key}"), g.value())).transpose()
+            v.map(|g| from_json(&format!("snapshot record {key}"), g.value()))
+                .transpose()
         }
 
         /// Every (key, snapshot record) pair.
@@ -162,7 +167,9 @@ impl WriteTx<'_> {
     /// Inserts or replaces an image record.
     pub fn put_image(&self, rec: &ImageRecord) -> Result<()> {
         let bytes = to_json("image record", rec)?;
-        self.txn.open_table(IMAGES)?.insert(rec.id.as_str(), bytes.as_slice())?;
+        self.txn
+            .open_table(IMAGES)?
+            .insert(rec.id.as_str(), bytes.as_slice())?;
         Ok(())
     }
 
@@ -188,7 +195,9 @@ impl WriteTx<'_> {
     /// Inserts or replaces a snapshot record.
     pub fn put_snapshot(&self, key: &str, rec: &SnapshotRecord) -> Result<()> {
         let bytes = to_json("snapshot record", rec)?;
-        self.txn.open_table(SNAPSHOTS)?.insert(key, bytes.as_slice())?;
+        self.txn
+            .open_table(SNAPSHOTS)?
+            .insert(key, bytes.as_slice())?;
         Ok(())
     }
 
@@ -221,8 +230,12 @@ impl WriteTx<'_> {
 impl MetaDb {
     /// Opens or creates the database at `path`, creating all tables and checking the schema version.
     pub fn open(path: &Path) -> Result<MetaDb> {
-        let db = Database::create(path).map_err(|e| StoreError::Meta(format!("open {}: {e}", path.display())))?;
-        let meta = MetaDb { db, path: path.to_path_buf() };
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Meta(format!("open {}: {e}", path.display())))?;
+        let meta = MetaDb {
+            db,
+            path: path.to_path_buf(),
+        };
         meta.write(|tx| {
             let mut t = tx.txn.open_table(META)?;
             let found = t.get(KEY_SCHEMA_VERSION)?.map(|g| g.value());
@@ -256,7 +269,9 @@ impl MetaDb {
 
     /// Runs `f` on a consistent read-only snapshot of the database.
     pub fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T>) -> Result<T> {
-        let tx = ReadTx { txn: self.db.begin_read()? };
+        let tx = ReadTx {
+            txn: self.db.begin_read()?,
+        };
         f(&tx)
     }
 
@@ -311,7 +326,13 @@ mod tests {
         db.put_record("c", "z", b"x").unwrap();
         assert_eq!(db.get_record("container", "a").unwrap().unwrap(), b"1");
         let list = db.list_records("container").unwrap();
-        assert_eq!(list, vec![("a".to_string(), b"1".to_vec()), ("b".to_string(), b"2".to_vec())]);
+        assert_eq!(
+            list,
+            vec![
+                ("a".to_string(), b"1".to_vec()),
+                ("b".to_string(), b"2".to_vec())
+            ]
+        );
         assert!(db.delete_record("container", "a").unwrap());
         assert!(!db.delete_record("container", "a").unwrap());
         assert_eq!(db.list_records("container").unwrap().len(), 1);
@@ -337,11 +358,16 @@ mod tests {
         {
             let db = MetaDb::open(&path).unwrap();
             db.write(|tx| {
-                tx.txn.open_table(META)?.insert(KEY_SCHEMA_VERSION, SCHEMA_VERSION + 1)?;
+                tx.txn
+                    .open_table(META)?
+                    .insert(KEY_SCHEMA_VERSION, SCHEMA_VERSION + 1)?;
                 Ok(())
             })
             .unwrap();
         }
-        assert!(matches!(MetaDb::open(&path), Err(StoreError::SchemaTooNew { .. })));
+        assert!(matches!(
+            MetaDb::open(&path),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
     }
 }

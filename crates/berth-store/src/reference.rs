@@ -57,9 +57,10 @@ impl Reference {
             _ => (rest, None),
         };
         if let Some(tag) = tag
-            && !valid_tag(tag) {
-                return Err(invalid(""));
-            }
+            && !valid_tag(tag)
+        {
+            return Err(invalid(""));
+        }
         if name.is_empty() {
             return Err(invalid(""));
         }
@@ -79,9 +80,16 @@ impl Reference {
             return Err(invalid(""));
         }
         if domain.len() + 1 + path.len() > MAX_NAME_LEN {
-            return Err(invalid("repository name must not be more than 255 characters"));
+            return Err(invalid(
+                "repository name must not be more than 255 characters",
+            ));
         }
-        Ok(Reference { domain, path, tag: tag.map(str::to_string), digest })
+        Ok(Reference {
+            domain,
+            path,
+            tag: tag.map(str::to_string),
+            digest,
+        })
     }
 
     /// Returns the reference with the `latest` tag if it has neither tag nor digest.
@@ -97,7 +105,12 @@ impl Reference {
         if !valid_tag(tag) {
             return Err(invalid(""));
         }
-        Ok(Reference { domain: self.domain.clone(), path: self.path.clone(), tag: Some(tag.to_string()), digest: None })
+        Ok(Reference {
+            domain: self.domain.clone(),
+            path: self.path.clone(),
+            tag: Some(tag.to_string()),
+            digest: None,
+        })
     }
 
     /// The full repository name, e.g. `docker.io/library/busybox`.
@@ -179,7 +192,9 @@ impl std::str::FromStr for Reference {
 fn split_domain(name: &str) -> (String, String) {
     let (mut domain, mut path) = match name.split_once('/') {
         Some((first, rest))
-            if first.contains(['.', ':']) || first == "localhost" || first.to_lowercase() != first =>
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.to_lowercase() != first =>
         {
             (first.to_string(), rest.to_string())
         }
@@ -231,7 +246,10 @@ fn valid_path_component(c: &str) -> bool {
 fn valid_tag(t: &str) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let b = t.as_bytes();
-    !b.is_empty() && b.len() <= 128 && word(b[0]) && b.iter().all(|&x| word(x) || x == b'.' || x == b'-')
+    !b.is_empty()
+        && b.len() <= 128
+        && word(b[0])
+        && b.iter().all(|&x| word(x) || x == b'.' || x == b'-')
 }
 
 /// Host name or IPv6 literal with an optional port.
@@ -239,7 +257,11 @@ fn valid_domain(d: &str) -> bool {
     let (host, port) = if let Some(rest) = d.strip_prefix('[') {
         match rest.split_once(']') {
             Some((ip6, after)) => {
-                if ip6.is_empty() || !ip6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                if ip6.is_empty()
+                    || !ip6
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
                     return false;
                 }
                 return after.is_empty() || after.strip_prefix(':').is_some_and(valid_port);
@@ -253,9 +275,10 @@ fn valid_domain(d: &str) -> bool {
         }
     };
     if let Some(p) = port
-        && !valid_port(p) {
-            return false;
-        }
+        && !valid_port(p)
+    {
+        return false;
+    }
     !host.is_empty()
         && host.split('.').all(|label| {
             let b = label.as_bytes();
@@ -280,21 +303,96 @@ mod tests {
     fn normalisation_table() {
         let cases: &[(&str, &str, &str, &str)] = &[
             // input, Display, name(), familiar_string()
-            ("busybox", "docker.io/library/busybox:latest", "docker.io/library/busybox", "busybox:latest"),
-            ("busybox:1.36", "docker.io/library/busybox:1.36", "docker.io/library/busybox", "busybox:1.36"),
-            ("library/busybox", "docker.io/library/busybox:latest", "docker.io/library/busybox", "busybox:latest"),
-            ("docker.io/busybox", "docker.io/library/busybox:latest", "docker.io/library/busybox", "busybox:latest"),
-            ("index.docker.io/busybox", "docker.io/library/busybox:latest", "docker.io/library/busybox", "busybox:latest"),
-            ("foo/bar", "docker.io/foo/bar:latest", "docker.io/foo/bar", "foo/bar:latest"),
-            ("docker.io/foo/bar:v1", "docker.io/foo/bar:v1", "docker.io/foo/bar", "foo/bar:v1"),
-            ("docker.io/library/a/b", "docker.io/library/a/b:latest", "docker.io/library/a/b", "library/a/b:latest"),
-            ("localhost/x", "localhost/x:latest", "localhost/x", "localhost/x:latest"),
-            ("localhost:5000/x:1", "localhost:5000/x:1", "localhost:5000/x", "localhost:5000/x:1"),
-            ("quay.io/a/b/c:t-1.2_x", "quay.io/a/b/c:t-1.2_x", "quay.io/a/b/c", "quay.io/a/b/c:t-1.2_x"),
-            ("127.0.0.1:5000/ns/name", "127.0.0.1:5000/ns/name:latest", "127.0.0.1:5000/ns/name", "127.0.0.1:5000/ns/name:latest"),
-            ("[::1]:5000/x", "[::1]:5000/x:latest", "[::1]:5000/x", "[::1]:5000/x:latest"),
-            ("a__b/c-d--e.f", "docker.io/a__b/c-d--e.f:latest", "docker.io/a__b/c-d--e.f", "a__b/c-d--e.f:latest"),
-            ("localhost", "docker.io/library/localhost:latest", "docker.io/library/localhost", "localhost:latest"),
+            (
+                "busybox",
+                "docker.io/library/busybox:latest",
+                "docker.io/library/busybox",
+                "busybox:latest",
+            ),
+            (
+                "busybox:1.36",
+                "docker.io/library/busybox:1.36",
+                "docker.io/library/busybox",
+                "busybox:1.36",
+            ),
+            (
+                "library/busybox",
+                "docker.io/library/busybox:latest",
+                "docker.io/library/busybox",
+                "busybox:latest",
+            ),
+            (
+                "docker.io/busybox",
+                "docker.io/library/busybox:latest",
+                "docker.io/library/busybox",
+                "busybox:latest",
+            ),
+            (
+                "index.docker.io/busybox",
+                "docker.io/library/busybox:latest",
+                "docker.io/library/busybox",
+                "busybox:latest",
+            ),
+            (
+                "foo/bar",
+                "docker.io/foo/bar:latest",
+                "docker.io/foo/bar",
+                "foo/bar:latest",
+            ),
+            (
+                "docker.io/foo/bar:v1",
+                "docker.io/foo/bar:v1",
+                "docker.io/foo/bar",
+                "foo/bar:v1",
+            ),
+            (
+                "docker.io/library/a/b",
+                "docker.io/library/a/b:latest",
+                "docker.io/library/a/b",
+                "library/a/b:latest",
+            ),
+            (
+                "localhost/x",
+                "localhost/x:latest",
+                "localhost/x",
+                "localhost/x:latest",
+            ),
+            (
+                "localhost:5000/x:1",
+                "localhost:5000/x:1",
+                "localhost:5000/x",
+                "localhost:5000/x:1",
+            ),
+            (
+                "quay.io/a/b/c:t-1.2_x",
+                "quay.io/a/b/c:t-1.2_x",
+                "quay.io/a/b/c",
+                "quay.io/a/b/c:t-1.2_x",
+            ),
+            (
+                "127.0.0.1:5000/ns/name",
+                "127.0.0.1:5000/ns/name:latest",
+                "127.0.0.1:5000/ns/name",
+                "127.0.0.1:5000/ns/name:latest",
+            ),
+            (
+                "[::1]:5000/x",
+                "[::1]:5000/x:latest",
+                "[::1]:5000/x",
+                "[::1]:5000/x:latest",
+            ),
+            (
+                "a__b/c-d--e.f",
+                "docker.io/a__b/c-d--e.f:latest",
+                "docker.io/a__b/c-d--e.f",
+                "a__b/c-d--e.f:latest",
+            ),
+            (
+                "localhost",
+                "docker.io/library/localhost:latest",
+                "docker.io/library/localhost",
+                "localhost:latest",
+            ),
         ];
         for (input, display, name, familiar) in cases {
             let r = Reference::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -327,20 +425,43 @@ mod tests {
     #[test]
     fn rejections() {
         let upper = Reference::parse("BusyBox").unwrap_err().to_string();
-        assert_eq!(upper, "invalid reference format: repository name must be lowercase");
+        assert_eq!(
+            upper,
+            "invalid reference format: repository name must be lowercase"
+        );
         let upper = Reference::parse("foo/Bar:1").unwrap_err().to_string();
-        assert_eq!(upper, "invalid reference format: repository name must be lowercase");
+        assert_eq!(
+            upper,
+            "invalid reference format: repository name must be lowercase"
+        );
         // An upper-case first component is a domain, so this one is fine.
         assert_eq!(Reference::parse("Foo/bar").unwrap().name(), "Foo/bar");
-        for bad in ["", ":tag", "busybox:", "bus//box", "-bad", "bad-", "a..b", "busybox:-x", "x:tag/y:z:",
-            "busybox:tag:extra", "a@b", "a b", &"a".repeat(256)]
-        {
+        for bad in [
+            "",
+            ":tag",
+            "busybox:",
+            "bus//box",
+            "-bad",
+            "bad-",
+            "a..b",
+            "busybox:-x",
+            "x:tag/y:z:",
+            "busybox:tag:extra",
+            "a@b",
+            "a b",
+            &"a".repeat(256),
+        ] {
             assert!(
                 matches!(Reference::parse(bad), Err(StoreError::InvalidReference(_))),
                 "{bad:?} should be rejected"
             );
         }
         let hex = "a".repeat(64);
-        assert!(Reference::parse(&hex).unwrap_err().to_string().contains("64-byte hexadecimal"));
+        assert!(
+            Reference::parse(&hex)
+                .unwrap_err()
+                .to_string()
+                .contains("64-byte hexadecimal")
+        );
     }
 }

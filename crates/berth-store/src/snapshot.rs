@@ -93,8 +93,13 @@ impl Snapshotter {
             tracing::info!(snapshot = %key, "removing interrupted layer extraction");
             self.remove(&key)?;
         }
-        let known: HashSet<String> =
-            self.meta.read(|tx| Ok(tx.snapshots()?.into_iter().map(|(_, r)| r.id.to_string()).collect()))?;
+        let known: HashSet<String> = self.meta.read(|tx| {
+            Ok(tx
+                .snapshots()?
+                .into_iter()
+                .map(|(_, r)| r.id.to_string())
+                .collect())
+        })?;
         for entry in fs::read_dir(&self.dir).ctx("read directory", &self.dir)? {
             let entry = entry.ctx("read directory", &self.dir)?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -128,9 +133,14 @@ impl Snapshotter {
                 return Err(StoreError::SnapshotExists(key.to_string()));
             }
             if let Some(p) = parent {
-                let rec = tx.get_snapshot(p)?.ok_or_else(|| StoreError::SnapshotNotFound(p.to_string()))?;
+                let rec = tx
+                    .get_snapshot(p)?
+                    .ok_or_else(|| StoreError::SnapshotNotFound(p.to_string()))?;
                 if rec.kind != SnapshotKind::Committed {
-                    return Err(StoreError::SnapshotKind { key: p.to_string(), reason: "only committed snapshots can be parents" });
+                    return Err(StoreError::SnapshotKind {
+                        key: p.to_string(),
+                        reason: "only committed snapshots can be parents",
+                    });
                 }
             }
             let id = tx.next_snapshot_id()?;
@@ -145,7 +155,13 @@ impl Snapshotter {
                 let work = dir.join("work");
                 fs::create_dir(&work).ctx("create directory", &work)?;
             }
-            let rec = SnapshotRecord { id, kind, parent: parent.map(str::to_string), created: Utc::now(), size: None };
+            let rec = SnapshotRecord {
+                id,
+                kind,
+                parent: parent.map(str::to_string),
+                created: Utc::now(),
+                size: None,
+            };
             tx.put_snapshot(key, &rec)
         })
     }
@@ -154,7 +170,10 @@ impl Snapshotter {
     pub fn commit(&self, name: &str, key: &str) -> Result<()> {
         let rec = self.get(key)?;
         if rec.kind != SnapshotKind::Active {
-            return Err(StoreError::SnapshotKind { key: key.to_string(), reason: "only active snapshots can be committed" });
+            return Err(StoreError::SnapshotKind {
+                key: key.to_string(),
+                reason: "only active snapshots can be committed",
+            });
         }
         let size = dir_usage(&self.snapshot_dir(rec.id).join("fs"))?;
         self.meta.write(|tx| self.commit_in(tx, name, key, size))
@@ -162,21 +181,33 @@ impl Snapshotter {
 
     /// The database half of [`Snapshotter::commit`], for callers that batch it with other changes.
     pub(crate) fn commit_in(&self, tx: &WriteTx, name: &str, key: &str, size: u64) -> Result<()> {
-        let rec = tx.get_snapshot(key)?.ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))?;
+        let rec = tx
+            .get_snapshot(key)?
+            .ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))?;
         if rec.kind != SnapshotKind::Active {
-            return Err(StoreError::SnapshotKind { key: key.to_string(), reason: "only active snapshots can be committed" });
+            return Err(StoreError::SnapshotKind {
+                key: key.to_string(),
+                reason: "only active snapshots can be committed",
+            });
         }
         if tx.get_snapshot(name)?.is_some() {
             return Err(StoreError::SnapshotExists(name.to_string()));
         }
         tx.delete_snapshot(key)?;
-        let committed = SnapshotRecord { kind: SnapshotKind::Committed, size: Some(size), created: Utc::now(), ..rec };
+        let committed = SnapshotRecord {
+            kind: SnapshotKind::Committed,
+            size: Some(size),
+            created: Utc::now(),
+            ..rec
+        };
         tx.put_snapshot(name, &committed)
     }
 
     /// The record of a snapshot.
     pub fn get(&self, key: &str) -> Result<SnapshotRecord> {
-        self.meta.read(|tx| tx.get_snapshot(key))?.ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))
+        self.meta
+            .read(|tx| tx.get_snapshot(key))?
+            .ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))
     }
 
     /// Whether a snapshot with this key or name exists.
@@ -197,11 +228,15 @@ impl Snapshotter {
     /// The `fs` directories of the parent chain of `key`, nearest parent first.
     pub fn parent_dirs(&self, key: &str) -> Result<Vec<PathBuf>> {
         self.meta.read(|tx| {
-            let rec = tx.get_snapshot(key)?.ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))?;
+            let rec = tx
+                .get_snapshot(key)?
+                .ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))?;
             let mut dirs = Vec::new();
             let mut next = rec.parent;
             while let Some(p) = next {
-                let prec = tx.get_snapshot(&p)?.ok_or_else(|| StoreError::SnapshotNotFound(p.clone()))?;
+                let prec = tx
+                    .get_snapshot(&p)?
+                    .ok_or_else(|| StoreError::SnapshotNotFound(p.clone()))?;
                 dirs.push(self.snapshot_dir(prec.id).join("fs"));
                 next = prec.parent;
             }
@@ -218,9 +253,17 @@ impl Snapshotter {
         let bind = |dir: &Path, ro: bool| Mount {
             kind: "bind".to_string(),
             source: path(dir),
-            options: vec![if ro { "ro" } else { "rw" }.to_string(), "rbind".to_string()],
+            options: vec![
+                if ro { "ro" } else { "rw" }.to_string(),
+                "rbind".to_string(),
+            ],
         };
-        let lowerdir = |dirs: &[PathBuf]| format!("lowerdir={}", dirs.iter().map(|d| path(d)).collect::<Vec<_>>().join(":"));
+        let lowerdir = |dirs: &[PathBuf]| {
+            format!(
+                "lowerdir={}",
+                dirs.iter().map(|d| path(d)).collect::<Vec<_>>().join(":")
+            )
+        };
         let mount = match rec.kind {
             SnapshotKind::Active if parents.is_empty() => bind(&own.join("fs"), false),
             SnapshotKind::Active => Mount {
@@ -256,8 +299,14 @@ impl Snapshotter {
     /// Removes a snapshot; refuses while other snapshots have it as parent.
     pub fn remove(&self, key: &str) -> Result<()> {
         let rec = self.meta.write(|tx| {
-            let rec = tx.get_snapshot(key)?.ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))?;
-            if tx.snapshots()?.iter().any(|(_, r)| r.parent.as_deref() == Some(key)) {
+            let rec = tx
+                .get_snapshot(key)?
+                .ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))?;
+            if tx
+                .snapshots()?
+                .iter()
+                .any(|(_, r)| r.parent.as_deref() == Some(key))
+            {
                 return Err(StoreError::SnapshotInUse(key.to_string()));
             }
             tx.delete_snapshot(key)?;
@@ -293,14 +342,15 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
 fn make_writable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = fs::symlink_metadata(path)
-        && meta.is_dir() {
-            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = fs::read_dir(path) {
-                for e in rd.flatten() {
-                    make_writable(&e.path());
-                }
+        && meta.is_dir()
+    {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = fs::read_dir(path) {
+            for e in rd.flatten() {
+                make_writable(&e.path());
             }
         }
+    }
 }
 
 /// Sums the sizes of the files under `dir`, counting hard-linked inodes once.
@@ -328,7 +378,10 @@ pub(crate) fn dir_usage(dir: &Path) -> Result<u64> {
 }
 
 fn page_size() -> usize {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |v| v as usize)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |v| v as usize)
 }
 
 /// Mounts `mounts` in order on `target` (which must exist).
@@ -348,25 +401,55 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
                 other => data.push(other),
             }
         }
-        let err = |source| StoreError::Mount { op: "mount", target: target.to_path_buf(), source };
+        let err = |source| StoreError::Mount {
+            op: "mount",
+            target: target.to_path_buf(),
+            source,
+        };
         if m.kind == "bind" || flags.contains(MsFlags::MS_BIND) {
             let bind_flags = flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-            let bind_flags = if bind_flags.is_empty() { MsFlags::MS_BIND } else { bind_flags };
-            nix::mount::mount(Some(m.source.as_str()), target, None::<&str>, bind_flags, None::<&str>).map_err(err)?;
+            let bind_flags = if bind_flags.is_empty() {
+                MsFlags::MS_BIND
+            } else {
+                bind_flags
+            };
+            nix::mount::mount(
+                Some(m.source.as_str()),
+                target,
+                None::<&str>,
+                bind_flags,
+                None::<&str>,
+            )
+            .map_err(err)?;
             let extra = flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
             if !extra.is_empty() {
                 let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra;
-                nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>).map_err(err)?;
+                nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>)
+                    .map_err(err)?;
             }
         } else {
             let data = data.join(",");
             let max = page_size() - 1;
             if data.len() > max {
-                let layers = data.split("lowerdir=").nth(1).map_or(0, |l| l.split(',').next().unwrap_or("").split(':').count());
-                return Err(StoreError::TooManyLayers { target: target.to_path_buf(), layers, len: data.len(), max });
+                let layers = data
+                    .split("lowerdir=")
+                    .nth(1)
+                    .map_or(0, |l| l.split(',').next().unwrap_or("").split(':').count());
+                return Err(StoreError::TooManyLayers {
+                    target: target.to_path_buf(),
+                    layers,
+                    len: data.len(),
+                    max,
+                });
             }
-            nix::mount::mount(Some(m.source.as_str()), target, Some(m.kind.as_str()), flags, Some(data.as_str()))
-                .map_err(err)?;
+            nix::mount::mount(
+                Some(m.source.as_str()),
+                target,
+                Some(m.kind.as_str()),
+                flags,
+                Some(data.as_str()),
+            )
+            .map_err(err)?;
         }
     }
     Ok(())
@@ -376,7 +459,11 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
 pub fn unmount(target: &Path) -> Result<()> {
     match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(source) => Err(StoreError::Mount { op: "unmount", target: target.to_path_buf(), source }),
+        Err(source) => Err(StoreError::Mount {
+            op: "unmount",
+            target: target.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -412,13 +499,27 @@ mod tests {
         sn.commit("b", "b-active").unwrap();
         let c = sn.prepare("c", Some("b")).unwrap();
         assert_eq!(c[0].kind, "overlay");
-        let lower = c[0].options.iter().find(|o| o.starts_with("lowerdir=")).unwrap();
-        let expected = format!("lowerdir={}:{}", sn.fs_dir("b").unwrap().display(), sn.fs_dir("a").unwrap().display());
+        let lower = c[0]
+            .options
+            .iter()
+            .find(|o| o.starts_with("lowerdir="))
+            .unwrap();
+        let expected = format!(
+            "lowerdir={}:{}",
+            sn.fs_dir("b").unwrap().display(),
+            sn.fs_dir("a").unwrap().display()
+        );
         assert_eq!(lower, &expected);
 
         assert!(matches!(sn.remove("a"), Err(StoreError::SnapshotInUse(_))));
-        assert!(matches!(sn.prepare("c", None), Err(StoreError::SnapshotExists(_))));
-        assert!(matches!(sn.prepare("d", Some("c")), Err(StoreError::SnapshotKind { .. })));
+        assert!(matches!(
+            sn.prepare("c", None),
+            Err(StoreError::SnapshotExists(_))
+        ));
+        assert!(matches!(
+            sn.prepare("d", Some("c")),
+            Err(StoreError::SnapshotKind { .. })
+        ));
         sn.remove("c").unwrap();
         sn.remove("v").unwrap();
         sn.remove("b").unwrap();
@@ -441,6 +542,9 @@ mod tests {
         assert!(!sn.exists("extract-1-x").unwrap());
         assert!(sn.exists("container-1").unwrap());
         assert!(!dir.path().join("snapshots/999").exists());
-        assert_eq!(fs::read_dir(dir.path().join("snapshots")).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(dir.path().join("snapshots")).unwrap().count(),
+            1
+        );
     }
 }

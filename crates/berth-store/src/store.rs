@@ -56,7 +56,13 @@ impl Store {
         let meta = Arc::new(MetaDb::open(&root.join("meta.redb"))?);
         let content = ContentStore::open(root)?;
         let snapshots = Snapshotter::open(root, meta.clone())?;
-        Ok(Store { root: root.to_path_buf(), content, meta, snapshots, gc_lock: RwLock::new(()) })
+        Ok(Store {
+            root: root.to_path_buf(),
+            content,
+            meta,
+            snapshots,
+            gc_lock: RwLock::new(()),
+        })
     }
 
     /// The data root.
@@ -101,13 +107,17 @@ impl Store {
 
     /// The record of image `id`.
     pub fn image(&self, id: &Digest) -> Result<ImageRecord> {
-        self.meta.read(|tx| tx.get_image(id))?.ok_or_else(|| StoreError::ImageNotFound(id.to_string()))
+        self.meta
+            .read(|tx| tx.get_image(id))?
+            .ok_or_else(|| StoreError::ImageNotFound(id.to_string()))
     }
 
     /// Points `reference` at image `id` (replacing what it pointed to).
     pub fn tag(&self, reference: &Reference, id: &Digest) -> Result<()> {
         self.meta.write(|tx| {
-            let mut rec = tx.get_image(id)?.ok_or_else(|| StoreError::ImageNotFound(id.to_string()))?;
+            let mut rec = tx
+                .get_image(id)?
+                .ok_or_else(|| StoreError::ImageNotFound(id.to_string()))?;
             tx.put_name(&reference.to_string(), id)?;
             rec.last_tag_time = Some(Utc::now());
             tx.put_image(&rec)
@@ -139,11 +149,17 @@ impl Store {
                 }
                 if let Some(d) = r.digest() {
                     let name = r.name();
-                    let by_digest = tx.images()?.into_iter().find(|img| &img.manifest_digest == d || &img.id == d);
+                    let by_digest = tx
+                        .images()?
+                        .into_iter()
+                        .find(|img| &img.manifest_digest == d || &img.id == d);
                     // A digest reference matches only if the repository holds that image.
                     if let Some(img) = by_digest {
                         let names = tx.names()?;
-                        let in_repo = |n: &str| n.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with([':', '@']));
+                        let in_repo = |n: &str| {
+                            n.strip_prefix(name.as_str())
+                                .is_some_and(|rest| rest.starts_with([':', '@']))
+                        };
                         if names.iter().any(|(n, id)| *id == img.id && in_repo(n)) {
                             return Ok(img);
                         }
@@ -152,7 +168,10 @@ impl Store {
             }
             let prefix = s.strip_prefix("sha256:").unwrap_or(s);
             if is_lower_hex(prefix) && prefix.len() < 64 {
-                let mut matches = tx.images()?.into_iter().filter(|img| img.id.hex().starts_with(prefix));
+                let mut matches = tx
+                    .images()?
+                    .into_iter()
+                    .filter(|img| img.id.hex().starts_with(prefix));
                 return match (matches.next(), matches.next()) {
                     (Some(img), None) => Ok(img),
                     (Some(_), Some(_)) => Err(StoreError::AmbiguousImage(s.to_string())),
@@ -220,7 +239,10 @@ impl Store {
         let _guard = self.gc_lock.read().unwrap_or_else(|p| p.into_inner());
         let rec = self.image(image)?;
         let top = rec.top_chain_id();
-        self.snapshots.prepare(&snapshot_key(container_id), top.as_ref().map(Digest::as_str))
+        self.snapshots.prepare(
+            &snapshot_key(container_id),
+            top.as_ref().map(Digest::as_str),
+        )
     }
 
     /// The root filesystem mounts of a prepared container.
@@ -278,8 +300,10 @@ impl Store {
             blobs.extend(img.layers.iter().map(|l| l.digest.clone()));
             live.extend(img.chain_ids().iter().map(|c| c.to_string()));
         }
-        let parent_of: BTreeMap<&str, Option<&str>> =
-            snapshots.iter().map(|(k, r)| (k.as_str(), r.parent.as_deref())).collect();
+        let parent_of: BTreeMap<&str, Option<&str>> = snapshots
+            .iter()
+            .map(|(k, r)| (k.as_str(), r.parent.as_deref()))
+            .collect();
         for (key, rec) in &snapshots {
             if rec.kind != SnapshotKind::Committed {
                 live.insert(key.clone());
@@ -310,7 +334,8 @@ impl Store {
             .collect();
         while !dead.is_empty() {
             let parents: HashSet<String> = dead.iter().filter_map(|(_, p, _)| p.clone()).collect();
-            let (leaves, rest): (Vec<_>, Vec<_>) = dead.into_iter().partition(|(k, _, _)| !parents.contains(k));
+            let (leaves, rest): (Vec<_>, Vec<_>) =
+                dead.into_iter().partition(|(k, _, _)| !parents.contains(k));
             if leaves.is_empty() {
                 break;
             }
@@ -322,7 +347,12 @@ impl Store {
             dead = rest;
         }
         if stats.blobs_removed + stats.snapshots_removed > 0 {
-            tracing::info!(blobs = stats.blobs_removed, snapshots = stats.snapshots_removed, bytes = stats.bytes, "garbage collected");
+            tracing::info!(
+                blobs = stats.blobs_removed,
+                snapshots = stats.snapshots_removed,
+                bytes = stats.bytes,
+                "garbage collected"
+            );
         }
         Ok(stats)
     }

@@ -7,11 +7,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 fn cname(name: &[u8]) -> io::Result<CString> {
-    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))
+    CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))
 }
 
 /// Sets an extended attribute on `path` itself (not on a symlink's target).
@@ -20,8 +22,20 @@ pub(crate) fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()
     let n = cname(name)?;
     // SAFETY: `p` and `n` are valid NUL-terminated strings and `value` is a live slice whose
     // pointer and length describe readable memory for the duration of the call.
-    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Reads one extended attribute of `path` itself; `None` if it is not set.
@@ -40,7 +54,8 @@ pub(crate) fn lgetxattr(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>>
         }
         let mut buf = vec![0u8; len as usize];
         // SAFETY: `buf` is writable for `buf.len()` bytes, the size passed to the kernel.
-        let got = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let got =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if got >= 0 {
             buf.truncate(got as usize);
             return Ok(Some(buf));
@@ -61,7 +76,11 @@ pub(crate) fn llistxattr(path: &Path) -> io::Result<Vec<Vec<u8>>> {
         let len = unsafe { libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
         if len < 0 {
             let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::ENOTSUP) { Ok(Vec::new()) } else { Err(e) };
+            return if e.raw_os_error() == Some(libc::ENOTSUP) {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            };
         }
         if len == 0 {
             return Ok(Vec::new());
@@ -71,7 +90,11 @@ pub(crate) fn llistxattr(path: &Path) -> io::Result<Vec<Vec<u8>>> {
         let got = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if got >= 0 {
             buf.truncate(got as usize);
-            return Ok(buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect());
+            return Ok(buf
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect());
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::ERANGE) {

@@ -9,7 +9,11 @@ use oci_spec::image::{Arch, ImageConfigurationBuilder, Os};
 use crate::*;
 
 fn config() -> ImageConfiguration {
-    ImageConfigurationBuilder::default().architecture(Arch::Amd64).os(Os::Linux).build().unwrap()
+    ImageConfigurationBuilder::default()
+        .architecture(Arch::Amd64)
+        .os(Os::Linux)
+        .build()
+        .unwrap()
 }
 
 /// A tar of regular files `(path, content)`, with parent directories.
@@ -42,7 +46,13 @@ fn rootfs_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
 
 fn import(store: &Store, files: &[(&str, &[u8])], tag: &str) -> ImageRecord {
     let rec = store
-        .import(rootfs_tar(files).as_slice(), ImportOptions { config: config(), message: None })
+        .import(
+            rootfs_tar(files).as_slice(),
+            ImportOptions {
+                config: config(),
+                message: None,
+            },
+        )
         .unwrap();
     store.tag(&Reference::parse(tag).unwrap(), &rec.id).unwrap();
     rec
@@ -67,32 +77,61 @@ fn import_then_resolve_by_name_id_and_prefix() {
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].comment.as_deref(), Some("Imported from -"));
     assert_eq!(history[0].size, 2);
-    assert_eq!(rec.config.rootfs().diff_ids(), &vec![rec.layers[0].diff_id.to_string()]);
+    assert_eq!(
+        rec.config.rootfs().diff_ids(),
+        &vec![rec.layers[0].diff_id.to_string()]
+    );
 
-    for q in ["myimp:1", "docker.io/library/myimp:1", rec.id.as_str(), rec.id.hex(), &rec.id.hex()[..5], rec.id.short()] {
+    for q in [
+        "myimp:1",
+        "docker.io/library/myimp:1",
+        rec.id.as_str(),
+        rec.id.hex(),
+        &rec.id.hex()[..5],
+        rec.id.short(),
+    ] {
         assert_eq!(store.resolve(q).unwrap().id, rec.id, "resolve {q}");
     }
     let by_digest = format!("myimp@{}", rec.manifest_digest);
     assert_eq!(store.resolve(&by_digest).unwrap().id, rec.id);
     assert!(matches!(store.resolve("myimp"), Err(StoreError::ImageNotFound(s)) if s == "myimp"));
-    assert!(matches!(store.resolve("nosuch:1"), Err(StoreError::ImageNotFound(_))));
+    assert!(matches!(
+        store.resolve("nosuch:1"),
+        Err(StoreError::ImageNotFound(_))
+    ));
 
     let other = import(&store, &[("other", b"o")], "other:latest");
     // A one-character prefix shared by both ids is ambiguous; find one if it exists.
     let common = rec.id.hex().chars().next().unwrap();
     if other.id.hex().starts_with(common) {
-        assert!(matches!(store.resolve(&common.to_string()), Err(StoreError::AmbiguousImage(_))));
+        assert!(matches!(
+            store.resolve(&common.to_string()),
+            Err(StoreError::AmbiguousImage(_))
+        ));
     }
 
     let list = store.list_images().unwrap();
     assert_eq!(list.len(), 2);
     let (_, tags) = list.iter().find(|(r, _)| r.id == rec.id).unwrap();
-    assert_eq!(tags.iter().map(Reference::familiar_string).collect::<Vec<_>>(), ["myimp:1"]);
+    assert_eq!(
+        tags.iter()
+            .map(Reference::familiar_string)
+            .collect::<Vec<_>>(),
+        ["myimp:1"]
+    );
 
-    store.tag(&Reference::parse("again").unwrap(), &rec.id).unwrap();
+    store
+        .tag(&Reference::parse("again").unwrap(), &rec.id)
+        .unwrap();
     assert_eq!(store.image_names(&rec.id).unwrap().len(), 2);
-    assert_eq!(store.untag(&Reference::parse("again").unwrap()).unwrap(), rec.id);
-    assert!(matches!(store.untag(&Reference::parse("again").unwrap()), Err(StoreError::ImageNotFound(_))));
+    assert_eq!(
+        store.untag(&Reference::parse("again").unwrap()).unwrap(),
+        rec.id
+    );
+    assert!(matches!(
+        store.untag(&Reference::parse("again").unwrap()),
+        Err(StoreError::ImageNotFound(_))
+    ));
 
     // The store reopens with the same state.
     drop(store);
@@ -119,7 +158,15 @@ fn truncated_import_leaves_the_store_unchanged() {
     import(&store, &[("keep", b"k")], "keep");
     let before = counts(dir.path(), &store);
     let tar = rootfs_tar(&[("a/file", &[1u8; 5000]), ("b", b"x")]);
-    let err = store.import(&tar[..2000], ImportOptions { config: config(), message: None }).unwrap_err();
+    let err = store
+        .import(
+            &tar[..2000],
+            ImportOptions {
+                config: config(),
+                message: None,
+            },
+        )
+        .unwrap_err();
     assert!(matches!(err, StoreError::InvalidLayer(_)), "{err}");
     assert_eq!(counts(dir.path(), &store), before);
     assert_eq!(store.list_images().unwrap().len(), 1);
@@ -139,7 +186,10 @@ fn delete_and_gc_free_blobs_and_snapshots() {
     let stats = store.delete_image(&gone.id).unwrap();
     assert_eq!(stats.blobs_removed, 3, "config, manifest and layer blob");
     assert_eq!(stats.snapshots_removed, 0);
-    assert!(matches!(store.resolve("gone"), Err(StoreError::ImageNotFound(_))));
+    assert!(matches!(
+        store.resolve("gone"),
+        Err(StoreError::ImageNotFound(_))
+    ));
 
     store.remove_container("c1").unwrap();
     let stats = store.gc().unwrap();
@@ -157,17 +207,30 @@ fn save_then_load_round_trips() {
     let store = Store::open(dir.path()).unwrap();
     let base = tempfile::tempdir().unwrap();
     let mut tars: Vec<Box<dyn std::io::Read>> = Vec::new();
-    tars.push(Box::new(std::io::Cursor::new(rootfs_tar(&[("etc/base", b"1")]))));
+    tars.push(Box::new(std::io::Cursor::new(rootfs_tar(&[(
+        "etc/base", b"1",
+    )]))));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&rootfs_tar(&[("etc/top", b"2")])).unwrap();
     tars.push(Box::new(std::io::Cursor::new(gz.finish().unwrap())));
     let rec = store.create_image(config(), tars).unwrap();
     assert_eq!(rec.layers[1].media_type, layer::MEDIA_TYPE_LAYER_GZIP);
-    store.tag(&Reference::parse("multi:v1").unwrap(), &rec.id).unwrap();
-    store.tag(&Reference::parse("localhost:5000/multi:v2").unwrap(), &rec.id).unwrap();
+    store
+        .tag(&Reference::parse("multi:v1").unwrap(), &rec.id)
+        .unwrap();
+    store
+        .tag(
+            &Reference::parse("localhost:5000/multi:v2").unwrap(),
+            &rec.id,
+        )
+        .unwrap();
     let single = import(&store, &[("s", b"s")], "single");
 
-    let sels = [store.selector("multi:v1").unwrap(), store.selector("localhost:5000/multi").unwrap(), store.selector(single.id.short()).unwrap()];
+    let sels = [
+        store.selector("multi:v1").unwrap(),
+        store.selector("localhost:5000/multi").unwrap(),
+        store.selector(single.id.short()).unwrap(),
+    ];
     assert!(matches!(sels[1], ImageSelector::Repository(_)));
     assert!(matches!(sels[2], ImageSelector::Id(_)));
     let mut archive = Vec::new();
@@ -181,7 +244,10 @@ fn save_then_load_round_trips() {
         .collect();
     names.sort();
     for want in ["index.json", "manifest.json", "oci-layout", "repositories"] {
-        assert!(names.contains(&want.to_string()), "{want} missing from {names:?}");
+        assert!(
+            names.contains(&want.to_string()),
+            "{want} missing from {names:?}"
+        );
     }
     assert!(names.contains(&format!("blobs/sha256/{}", rec.id.hex())));
 
@@ -193,13 +259,20 @@ fn save_then_load_round_trips() {
     assert_eq!(loaded[0].id, single.id);
     assert!(loaded[0].tags.is_empty());
     assert_eq!(loaded[1].id, rec.id);
-    let mut tags: Vec<String> = loaded[1].tags.iter().map(Reference::familiar_string).collect();
+    let mut tags: Vec<String> = loaded[1]
+        .tags
+        .iter()
+        .map(Reference::familiar_string)
+        .collect();
     tags.sort();
     assert_eq!(tags, ["localhost:5000/multi:v2", "multi:v1"]);
     let rec2 = store2.resolve("multi:v1").unwrap();
     assert_eq!(rec2.manifest_digest, rec.manifest_digest);
     assert_eq!(rec2.diff_ids(), rec.diff_ids());
-    let top = store2.snapshotter().fs_dir(rec2.top_chain_id().unwrap().as_str()).unwrap();
+    let top = store2
+        .snapshotter()
+        .fs_dir(rec2.top_chain_id().unwrap().as_str())
+        .unwrap();
     assert_eq!(fs::read(top.join("etc/top")).unwrap(), b"2");
 
     // gzip-compressed archives load too, and loading twice is idempotent.
@@ -268,13 +341,22 @@ fn loads_a_legacy_docker_archive() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let loaded = store.load(archive.as_slice()).unwrap();
-    assert_eq!(loaded, vec![LoadedImage { id: id.clone(), tags: vec![Reference::parse("legacy:1.0").unwrap()] }]);
+    assert_eq!(
+        loaded,
+        vec![LoadedImage {
+            id: id.clone(),
+            tags: vec![Reference::parse("legacy:1.0").unwrap()]
+        }]
+    );
     let rec = store.resolve("legacy:1.0").unwrap();
     assert_eq!(rec.id, id);
     assert_eq!(rec.created.to_rfc3339(), "2024-01-02T03:04:05+00:00");
     assert_eq!(rec.layers.len(), 2);
     let history = store.history(&id).unwrap();
-    assert_eq!(history.iter().map(|h| h.size).collect::<Vec<_>>(), [8, 3, 0]);
+    assert_eq!(
+        history.iter().map(|h| h.size).collect::<Vec<_>>(),
+        [8, 3, 0]
+    );
     // The synthesised manifest is stored and the config blob is byte-identical.
     assert_eq!(store.content().read_to_vec(&id).unwrap(), config);
     assert!(store.content().exists(&rec.manifest_digest));
@@ -305,7 +387,8 @@ fn container_rootfs_mounts_show_layers_and_capture_writes() {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(0);
-        b.append_data(&mut h, "etc/.wh.removed", std::io::empty()).unwrap();
+        b.append_data(&mut h, "etc/.wh.removed", std::io::empty())
+            .unwrap();
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(3);
@@ -313,7 +396,10 @@ fn container_rootfs_mounts_show_layers_and_capture_writes() {
         b.into_inner().unwrap()
     };
     let layers: Vec<Box<dyn std::io::Read>> = vec![
-        Box::new(std::io::Cursor::new(rootfs_tar(&[("etc/base", b"base"), ("etc/removed", b"r")]))),
+        Box::new(std::io::Cursor::new(rootfs_tar(&[
+            ("etc/base", b"base"),
+            ("etc/removed", b"r"),
+        ]))),
         Box::new(std::io::Cursor::new(whiteout_layer)),
     ];
     let rec = store.create_image(config(), layers).unwrap();
@@ -354,7 +440,12 @@ fn container_rootfs_mounts_show_layers_and_capture_writes() {
 
     // The image's layers are protected while the container exists.
     store.delete_image(&rec.id).unwrap();
-    assert!(store.snapshotter().exists(rec.top_chain_id().unwrap().as_str()).unwrap());
+    assert!(
+        store
+            .snapshotter()
+            .exists(rec.top_chain_id().unwrap().as_str())
+            .unwrap()
+    );
     store.remove_container("ctr").unwrap();
     store.gc().unwrap();
     assert!(store.snapshotter().list().unwrap().is_empty());
@@ -368,7 +459,12 @@ fn image_without_layers_gets_an_empty_writable_base() {
     let mounts = store.prepare_container("scratch", &rec.id).unwrap();
     assert_eq!(mounts[0].kind, "bind");
     assert!(mounts[0].options.contains(&"rw".to_string()));
-    assert_eq!(fs::read_dir(store.container_upper_dir("scratch").unwrap()).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(store.container_upper_dir("scratch").unwrap())
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -390,15 +486,28 @@ fn commit_flow_stacks_a_container_diff_on_the_base_image() {
     diff_tar(&upper, &mut diff).unwrap();
     let mut cfg = config();
     cfg.set_history(base.config.history().clone());
-    let rec = store.create_image_on(Some(&base.id), cfg, vec![Box::new(diff.as_slice())]).unwrap();
+    let rec = store
+        .create_image_on(Some(&base.id), cfg, vec![Box::new(diff.as_slice())])
+        .unwrap();
     assert_eq!(rec.layers.len(), 2);
     assert_eq!(rec.layers[0], base.layers[0]);
     assert_eq!(rec.config.rootfs().diff_ids().len(), 2);
-    let top = store.snapshotter().get(rec.top_chain_id().unwrap().as_str()).unwrap();
-    assert_eq!(top.parent.as_deref(), Some(base.top_chain_id().unwrap().as_str()));
+    let top = store
+        .snapshotter()
+        .get(rec.top_chain_id().unwrap().as_str())
+        .unwrap();
+    assert_eq!(
+        top.parent.as_deref(),
+        Some(base.top_chain_id().unwrap().as_str())
+    );
     // Deleting the base image keeps the layer the committed image shares with it.
     store.remove_container("c").unwrap();
     store.delete_image(&base.id).unwrap();
     assert!(store.content().exists(&rec.layers[0].digest));
-    assert!(store.snapshotter().exists(base.top_chain_id().unwrap().as_str()).unwrap());
+    assert!(
+        store
+            .snapshotter()
+            .exists(base.top_chain_id().unwrap().as_str())
+            .unwrap()
+    );
 }

@@ -22,7 +22,13 @@ pub struct StopArgs {
     #[arg(short = 's', long, value_name = "string")]
     signal: Option<String>,
     /// Seconds to wait before killing the container
-    #[arg(short = 't', long, visible_alias = "time", value_name = "int", allow_hyphen_values = true)]
+    #[arg(
+        short = 't',
+        long,
+        visible_alias = "time",
+        value_name = "int",
+        allow_hyphen_values = true
+    )]
     timeout: Option<i64>,
     /// CONTAINER [CONTAINER...]
     #[arg(value_name = "CONTAINER", required = true)]
@@ -36,7 +42,13 @@ pub struct RestartArgs {
     #[arg(short = 's', long, value_name = "string")]
     signal: Option<String>,
     /// Seconds to wait before killing the container
-    #[arg(short = 't', long, visible_alias = "time", value_name = "int", allow_hyphen_values = true)]
+    #[arg(
+        short = 't',
+        long,
+        visible_alias = "time",
+        value_name = "int",
+        allow_hyphen_values = true
+    )]
     timeout: Option<i64>,
     /// CONTAINER [CONTAINER...]
     #[arg(value_name = "CONTAINER", required = true)]
@@ -203,7 +215,14 @@ pub async fn restart(ctx: &Ctx, a: RestartArgs) -> Result<()> {
     let q = stop_query(&a.signal, a.timeout);
     let mut errors = Vec::new();
     for c in &a.containers {
-        match ctx.client.call(Method::POST, &format!("/containers/{}/restart{q}", enc_path(c))).await {
+        match ctx
+            .client
+            .call(
+                Method::POST,
+                &format!("/containers/{}/restart{q}", enc_path(c)),
+            )
+            .await
+        {
             Ok(_) => print_out(format!("{c}\n").as_bytes())?,
             Err(e) => errors.push(format!("{e:#}")),
         }
@@ -211,7 +230,10 @@ pub async fn restart(ctx: &Ctx, a: RestartArgs) -> Result<()> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(anyhow::Error::new(StatusError { code: 1, message: Some(errors.join("\n")) }))
+        Err(anyhow::Error::new(StatusError {
+            code: 1,
+            message: Some(errors.join("\n")),
+        }))
     }
 }
 
@@ -269,7 +291,10 @@ pub async fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
 pub async fn wait(ctx: &Ctx, a: WaitArgs) -> Result<()> {
     let mut errors = Vec::new();
     for c in &a.containers {
-        let reply = ctx.client.call_bytes(Method::POST, &format!("/containers/{}/wait", enc_path(c))).await;
+        let reply = ctx
+            .client
+            .call_bytes(Method::POST, &format!("/containers/{}/wait", enc_path(c)))
+            .await;
         let parsed = reply.and_then(|b| {
             serde_json::from_slice::<berth_api::models::ContainerWaitResponse>(&b)
                 .map_err(|e| anyhow!("decoding wait reply: {e}"))
@@ -282,7 +307,10 @@ pub async fn wait(ctx: &Ctx, a: WaitArgs) -> Result<()> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(anyhow::Error::new(StatusError { code: 1, message: Some(errors.join("\n")) }))
+        Err(anyhow::Error::new(StatusError {
+            code: 1,
+            message: Some(errors.join("\n")),
+        }))
     }
 }
 
@@ -316,7 +344,10 @@ struct TtyConfig {
 
 /// `berth logs`: inspects for `Config.Tty`, then streams raw or stdcopy-decoded output.
 pub async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
-    let info: TtyInfo = ctx.client.get_json(&format!("/containers/{}/json", enc_path(&a.container))).await?;
+    let info: TtyInfo = ctx
+        .client
+        .get_json(&format!("/containers/{}/json", enc_path(&a.container)))
+        .await?;
     let now = now_unix();
     let mut q = vec![("stdout", "1".to_string()), ("stderr", "1".to_string())];
     if let Some(s) = &a.since {
@@ -335,7 +366,13 @@ pub async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
         q.push(("follow", "1".into()));
     }
     q.push(("tail", a.tail.clone()));
-    let resp = ctx.client.call(Method::GET, &format!("/containers/{}/logs{}", info.id, query(&q))).await?;
+    let resp = ctx
+        .client
+        .call(
+            Method::GET,
+            &format!("/containers/{}/logs{}", info.id, query(&q)),
+        )
+        .await?;
     let tty = info.config.tty;
     let mut decoder = Decoder::default();
     for_each_chunk(resp, |chunk| {
@@ -372,8 +409,15 @@ struct TopReply {
 
 /// `berth top`.
 pub async fn top(ctx: &Ctx, a: TopArgs) -> Result<()> {
-    let q = if a.ps_args.is_empty() { String::new() } else { query(&[("ps_args", a.ps_args.join(" "))]) };
-    let reply: TopReply = ctx.client.get_json(&format!("/containers/{}/top{q}", enc_path(&a.container))).await?;
+    let q = if a.ps_args.is_empty() {
+        String::new()
+    } else {
+        query(&[("ps_args", a.ps_args.join(" "))])
+    };
+    let reply: TopReply = ctx
+        .client
+        .get_json(&format!("/containers/{}/top{q}", enc_path(&a.container)))
+        .await?;
     let mut lines = vec![reply.titles.join("\t")];
     lines.extend(reply.processes.iter().map(|p| p.join("\t")));
     let mut out = Vec::new();
@@ -402,7 +446,11 @@ struct PortFrontend {
 }
 
 fn join_host_port(host: &str, port: &str) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Compares strings with digit runs ordered numerically (`sortorder.NaturalLess`).
@@ -419,7 +467,10 @@ pub fn natural_less(a: &str, b: &str) -> bool {
             while j < bb.len() && bb[j].is_ascii_digit() {
                 j += 1;
             }
-            let (na, nb) = (a[si..i].trim_start_matches('0'), b[sj..j].trim_start_matches('0'));
+            let (na, nb) = (
+                a[si..i].trim_start_matches('0'),
+                b[sj..j].trim_start_matches('0'),
+            );
             if na.len() != nb.len() {
                 return na.len() < nb.len();
             }
@@ -439,24 +490,40 @@ pub fn natural_less(a: &str, b: &str) -> bool {
 
 /// `berth port`.
 pub async fn port(ctx: &Ctx, a: PortArgs) -> Result<()> {
-    let info: PortInfo = ctx.client.get_json(&format!("/containers/{}/json", enc_path(&a.container))).await?;
+    let info: PortInfo = ctx
+        .client
+        .get_json(&format!("/containers/{}/json", enc_path(&a.container)))
+        .await?;
     let ports = info.network_settings.ports.unwrap_or_default();
     let mut out: Vec<String> = Vec::new();
     if let Some(p) = &a.port {
         let (num, proto) = p.split_once('/').unwrap_or((p, "tcp"));
         let proto = if proto.is_empty() { "tcp" } else { proto };
         if num.parse::<u16>().is_err() {
-            bail!("Error: invalid port ({num}): strconv.ParseUint: parsing {num:?}: invalid syntax");
+            bail!(
+                "Error: invalid port ({num}): strconv.ParseUint: parsing {num:?}: invalid syntax"
+            );
         }
-        let frontends = ports.get(&format!("{num}/{proto}")).cloned().flatten().unwrap_or_default();
+        let frontends = ports
+            .get(&format!("{num}/{proto}"))
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
         if frontends.is_empty() {
             bail!("Error: No public port '{p}' published for {}", a.container);
         }
-        out.extend(frontends.iter().map(|f| join_host_port(&f.host_ip, &f.host_port)));
+        out.extend(
+            frontends
+                .iter()
+                .map(|f| join_host_port(&f.host_ip, &f.host_port)),
+        );
     } else {
         for (from, frontends) in &ports {
             for f in frontends.iter().flatten() {
-                out.push(format!("{from} -> {}", join_host_port(&f.host_ip, &f.host_port)));
+                out.push(format!(
+                    "{from} -> {}",
+                    join_host_port(&f.host_ip, &f.host_port)
+                ));
             }
         }
     }
@@ -484,9 +551,19 @@ struct ContainerPruneReply {
 }
 
 /// Runs `POST /containers/prune`; returns (space reclaimed, report text).
-pub async fn prune_containers(ctx: &Ctx, filters: &berth_api::filters::Filters) -> Result<(u64, String)> {
-    let q = if filters.is_empty() { String::new() } else { query(&[("filters", filters.to_json())]) };
-    let body = ctx.client.call_bytes(Method::POST, &format!("/containers/prune{q}")).await?;
+pub async fn prune_containers(
+    ctx: &Ctx,
+    filters: &berth_api::filters::Filters,
+) -> Result<(u64, String)> {
+    let q = if filters.is_empty() {
+        String::new()
+    } else {
+        query(&[("filters", filters.to_json())])
+    };
+    let body = ctx
+        .client
+        .call_bytes(Method::POST, &format!("/containers/prune{q}"))
+        .await?;
     let reply: ContainerPruneReply = serde_json::from_slice(&body)?;
     let deleted = reply.deleted.unwrap_or_default();
     if deleted.is_empty() {
@@ -503,7 +580,11 @@ pub async fn prune_containers(ctx: &Ctx, filters: &berth_api::filters::Filters) 
 /// `berth container prune`.
 pub async fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     let filters = parse_filters(&a.filter)?;
-    if !a.force && !confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?") {
+    if !a.force
+        && !confirm(
+            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue?",
+        )
+    {
         return Ok(());
     }
     let (space, text) = prune_containers(ctx, &filters).await?;
@@ -512,17 +593,26 @@ pub async fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
         out.push_str(&text);
         out.push('\n');
     }
-    out.push_str(&format!("Total reclaimed space: {}\n", human_size(space as f64)));
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        human_size(space as f64)
+    ));
     print_out(out.as_bytes())
 }
 
 /// Streams a tar response to `-o FILE` (written beside it, then renamed) or to stdout,
 /// refusing a terminal stdout like docker.
-pub async fn save_stream(resp: hyper::Response<hyper::body::Incoming>, output: Option<&str>) -> Result<()> {
+pub async fn save_stream(
+    resp: hyper::Response<hyper::body::Incoming>,
+    output: Option<&str>,
+) -> Result<()> {
     match output {
         Some(path) => {
             let target = std::path::Path::new(path);
-            let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let dir = target
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
             let tmp = dir.join(format!(".berth_temp_{}", std::process::id()));
             let result = async {
                 let mut file = std::fs::File::create(&tmp)
@@ -551,7 +641,13 @@ pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
     if a.output.is_none() && super::stream::stdout_is_tty() {
         bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
     }
-    let resp = ctx.client.call(Method::GET, &format!("/containers/{}/export", enc_path(&a.container))).await?;
+    let resp = ctx
+        .client
+        .call(
+            Method::GET,
+            &format!("/containers/{}/export", enc_path(&a.container)),
+        )
+        .await?;
     save_stream(resp, a.output.as_deref()).await
 }
 
@@ -571,7 +667,10 @@ mod tests {
 
     #[test]
     fn natural_order() {
-        assert!(natural_less("80/tcp -> 0.0.0.0:8080", "443/tcp -> 0.0.0.0:8443"));
+        assert!(natural_less(
+            "80/tcp -> 0.0.0.0:8080",
+            "443/tcp -> 0.0.0.0:8443"
+        ));
         assert!(!natural_less("443/tcp", "80/tcp"));
         assert!(natural_less("9/tcp", "10/tcp"));
         assert!(natural_less("a", "ab"));
@@ -581,7 +680,10 @@ mod tests {
     #[test]
     fn stop_queries() {
         assert_eq!(stop_query(&None, None), "");
-        assert_eq!(stop_query(&Some("KILL".into()), Some(3)), "?signal=KILL&t=3");
+        assert_eq!(
+            stop_query(&Some("KILL".into()), Some(3)),
+            "?signal=KILL&t=3"
+        );
     }
 
     #[test]

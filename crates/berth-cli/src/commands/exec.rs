@@ -125,22 +125,57 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> Result<()> {
     if config.tty && config.attach_stdin && !stream::stdin_is_tty() {
         bail!("the input device is not a TTY");
     }
-    ctx.client.call_bytes(Method::GET, &format!("/containers/{}/json", enc_path(container))).await?;
-    let reply = ctx.client.post_json(&format!("/containers/{}/exec", enc_path(container)), &config).await?;
-    let IdReply { id } = serde_json::from_slice(&reply).context("decoding the exec create reply")?;
-    let start = ExecStart { detach: a.detach, tty: a.tty, console_size: config.console_size };
+    ctx.client
+        .call_bytes(
+            Method::GET,
+            &format!("/containers/{}/json", enc_path(container)),
+        )
+        .await?;
+    let reply = ctx
+        .client
+        .post_json(
+            &format!("/containers/{}/exec", enc_path(container)),
+            &config,
+        )
+        .await?;
+    let IdReply { id } =
+        serde_json::from_slice(&reply).context("decoding the exec create reply")?;
+    let start = ExecStart {
+        detach: a.detach,
+        tty: a.tty,
+        console_size: config.console_size,
+    };
     if a.detach {
-        ctx.client.post_json(&format!("/exec/{id}/start"), &start).await?;
+        ctx.client
+            .post_json(&format!("/exec/{id}/start"), &start)
+            .await?;
         return Ok(());
     }
     let body = serde_json::to_vec(&start)?;
-    let conn = ctx.client.hijack(Method::POST, &format!("/exec/{id}/start"), Some(body)).await?;
-    let streams = Streams { stdin: config.attach_stdin, stdout: true, stderr: true, tty: a.tty };
-    let mut raw = if a.tty && config.attach_stdin { Some(RawMode::enable()?) } else { None };
+    let conn = ctx
+        .client
+        .hijack(Method::POST, &format!("/exec/{id}/start"), Some(body))
+        .await?;
+    let streams = Streams {
+        stdin: config.attach_stdin,
+        stdout: true,
+        stderr: true,
+        tty: a.tty,
+    };
+    let mut raw = if a.tty && config.attach_stdin {
+        Some(RawMode::enable()?)
+    } else {
+        None
+    };
     if a.tty && stream::stdout_is_tty() {
         stream::monitor_tty_size(ctx.client.clone(), format!("/exec/{id}"));
     }
-    let escape = stream::escape_for(streams, Some(&config.detach_keys).filter(|k| !k.is_empty()).map(String::as_str))?;
+    let escape = stream::escape_for(
+        streams,
+        Some(&config.detach_keys)
+            .filter(|k| !k.is_empty())
+            .map(String::as_str),
+    )?;
     let pumped = stream::pump(conn, streams, escape).await;
     if let Some(r) = raw.as_mut() {
         r.restore();
@@ -149,7 +184,11 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> Result<()> {
         return Ok(());
     }
     let info: ExecInspect = ctx.client.get_json(&format!("/exec/{id}/json")).await?;
-    let code = if info.running { 0 } else { info.exit_code.unwrap_or(0) };
+    let code = if info.running {
+        0
+    } else {
+        info.exit_code.unwrap_or(0)
+    };
     if code != 0 {
         return Err(exit_code(code as i32));
     }
@@ -177,7 +216,8 @@ mod tests {
                 "AttachStderr":true,"AttachStdout":true,"Detach":false,"DetachKeys":"","Env":null,
                 "WorkingDir":"","Cmd":["ls","-l","/"]})
         );
-        let p = Probe::try_parse_from(["exec", "-it", "-e", "A=1", "-u", "nobody", "web", "sh"]).unwrap();
+        let p = Probe::try_parse_from(["exec", "-it", "-e", "A=1", "-u", "nobody", "web", "sh"])
+            .unwrap();
         let v = serde_json::to_value(exec_config(&p.a, (40, 120)).unwrap()).unwrap();
         assert_eq!(v["ConsoleSize"], serde_json::json!([40, 120]));
         assert_eq!(v["AttachStdin"], true);

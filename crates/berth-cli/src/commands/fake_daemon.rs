@@ -64,9 +64,15 @@ fn full(status: StatusCode, ct: &str, body: impl Into<Bytes>) -> Response<Body> 
         .unwrap_or_default()
 }
 
-async fn handle(mut req: Request<Incoming>, script: Arc<Script>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    script: Arc<Script>,
+) -> Result<Response<Body>, Infallible> {
     let line = format!("{} {}", req.method(), req.uri());
-    if let Some(auth) = req.headers().get("X-Registry-Auth").and_then(|v| v.to_str().ok())
+    if let Some(auth) = req
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
         && let Ok(mut h) = script.headers.lock()
     {
         h.insert(line.clone(), auth.to_string());
@@ -76,11 +82,23 @@ async fn handle(mut req: Request<Incoming>, script: Arc<Script>) -> Result<Respo
     }
     let path = req.uri().path().to_string();
     let resp = if path.ends_with("/containers/create") {
-        let first_404 = script.create_404_once.lock().map(|mut f| std::mem::replace(&mut *f, false)).unwrap_or(false);
+        let first_404 = script
+            .create_404_once
+            .lock()
+            .map(|mut f| std::mem::replace(&mut *f, false))
+            .unwrap_or(false);
         if first_404 {
-            full(StatusCode::NOT_FOUND, "application/json", r#"{"message":"No such image: busybox:latest"}"#)
+            full(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                r#"{"message":"No such image: busybox:latest"}"#,
+            )
         } else {
-            full(StatusCode::CREATED, "application/json", r#"{"Id":"abc123","Warnings":["low memory"]}"#)
+            full(
+                StatusCode::CREATED,
+                "application/json",
+                r#"{"Id":"abc123","Warnings":["low memory"]}"#,
+            )
         }
     } else if path.ends_with("/images/create") {
         full(
@@ -93,7 +111,9 @@ async fn handle(mut req: Request<Incoming>, script: Arc<Script>) -> Result<Respo
         let mut started = script.started.subscribe();
         let output = script.attach_output.clone();
         tokio::spawn(async move {
-            let Ok(upgraded) = on_upgrade.await else { return };
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
             let mut io = TokioIo::new(upgraded);
             let _ = started.wait_for(|s| *s).await;
             let _ = io.write_all(&output).await;
@@ -110,7 +130,9 @@ async fn handle(mut req: Request<Incoming>, script: Arc<Script>) -> Result<Respo
         let code = script.exit_code;
         let body = futures_util::stream::once(async move {
             let _ = started.wait_for(|s| *s).await;
-            Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{{\"StatusCode\":{code},\"Error\":null}}\n"))))
+            Ok::<_, Infallible>(Frame::data(Bytes::from(format!(
+                "{{\"StatusCode\":{code},\"Error\":null}}\n"
+            ))))
         });
         Response::builder()
             .status(StatusCode::OK)
@@ -123,7 +145,11 @@ async fn handle(mut req: Request<Incoming>, script: Arc<Script>) -> Result<Respo
         script.started.send_replace(true);
         full(StatusCode::NO_CONTENT, "text/plain", "")
     } else {
-        full(StatusCode::NOT_FOUND, "application/json", r#"{"message":"page not found"}"#)
+        full(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            r#"{"message":"page not found"}"#,
+        )
     };
     Ok(resp)
 }
@@ -158,7 +184,12 @@ impl FakeDaemon {
 
     /// A command context pointing at this daemon, with an empty docker config directory.
     pub fn ctx(&self, config: &std::path::Path) -> Ctx {
-        let client = Client::new(&format!("unix://{}", self.socket.display()), None).expect("client for the fake daemon");
-        Ctx { client, docker_config: config.to_path_buf(), debug: false }
+        let client = Client::new(&format!("unix://{}", self.socket.display()), None)
+            .expect("client for the fake daemon");
+        Ctx {
+            client,
+            docker_config: config.to_path_buf(),
+            debug: false,
+        }
     }
 }

@@ -146,7 +146,10 @@ fn image_row(img: &ImageSummary, repo: &str, tag: &str, digest: &str, trunc: boo
         ("Size", s(human_size_prec(img.size as f64, 3))),
         ("Containers", s(na(img.containers, &|v| v.to_string()))),
         ("VirtualSize", s(human_size(img.size as f64))),
-        ("SharedSize", s(na(img.shared_size, &|v| human_size(v as f64)))),
+        (
+            "SharedSize",
+            s(na(img.shared_size, &|v| human_size(v as f64))),
+        ),
         (
             "UniqueSize",
             s(if img.size == -1 || img.shared_size == -1 {
@@ -175,7 +178,12 @@ fn images_header() -> Value {
 }
 
 /// Expands an image into one row per repository:tag (docker's `imageFormat`).
-fn image_rows(img: &ImageSummary, need_digest: bool, show_digests: bool, trunc: bool) -> Vec<Value> {
+fn image_rows(
+    img: &ImageSummary,
+    need_digest: bool,
+    show_digests: bool,
+    trunc: bool,
+) -> Vec<Value> {
     let dangling = (img.repo_tags.is_empty() && img.repo_digests.is_empty())
         || (img.repo_tags == ["<none>:<none>"] && img.repo_digests == ["<none>@<none>"]);
     if dangling {
@@ -209,7 +217,10 @@ fn image_rows(img: &ImageSummary, need_digest: bool, show_digests: bool, trunc: 
     }
     let mut rows = Vec::new();
     for repo in &order {
-        let repo_digests = digests.remove(repo).filter(|_| need_digest).unwrap_or_default();
+        let repo_digests = digests
+            .remove(repo)
+            .filter(|_| need_digest)
+            .unwrap_or_default();
         for tag in &tags[repo] {
             if repo_digests.is_empty() {
                 rows.push(image_row(img, repo, tag, "<none>", trunc));
@@ -220,7 +231,9 @@ fn image_rows(img: &ImageSummary, need_digest: bool, show_digests: bool, trunc: 
         }
     }
     for repo in digest_order {
-        let Some(ds) = digests.get(&repo) else { continue };
+        let Some(ds) = digests.get(&repo) else {
+            continue;
+        };
         if show_digests {
             for d in ds {
                 rows.push(image_row(img, &repo, "<none>", d, trunc));
@@ -260,7 +273,10 @@ pub async fn images(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
     if !filters.is_empty() {
         q.push(("filters", filters.to_json()));
     }
-    let list: Vec<ImageSummary> = ctx.client.get_json(&format!("/images/json{}", query(&q))).await?;
+    let list: Vec<ImageSummary> = ctx
+        .client
+        .get_json(&format!("/images/json{}", query(&q)))
+        .await?;
     let source = match &a.format {
         Some(f) if !f.is_empty() => f.clone(),
         _ => match docker_config_string(ctx, "imagesFormat") {
@@ -271,8 +287,10 @@ pub async fn images(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
     let format = images_format(&source, a.quiet, a.digests);
     let need_digest = a.digests || format.contains("{{.Digest}}");
     let trunc = !a.no_trunc;
-    let rows: Vec<Value> =
-        list.iter().flat_map(|img| image_rows(img, need_digest, a.digests, trunc)).collect();
+    let rows: Vec<Value> = list
+        .iter()
+        .flat_map(|img| image_rows(img, need_digest, a.digests, trunc))
+        .collect();
     let mut out = Vec::new();
     write_list(&mut out, &format, &images_header(), rows)?;
     print_out(&out)
@@ -302,28 +320,55 @@ fn history_row(h: &HistoryItem, human: bool, trunc: bool) -> Value {
     } else if h.created <= HISTORY_EPOCH {
         "N/A".to_string()
     } else {
-        format!("{} ago", berth_api::units::human_duration((now_unix() - h.created) as f64))
+        format!(
+            "{} ago",
+            berth_api::units::human_duration((now_unix() - h.created) as f64)
+        )
     };
     let created_by = h.created_by.replace('\t', " ");
     map_of([
         ("ID", s(if trunc { short_id(&h.id) } else { &h.id })),
         ("CreatedSince", s(since_text)),
         ("CreatedAt", s(created_at)),
-        ("CreatedBy", s(if trunc { ellipsis(&created_by, 45) } else { created_by })),
-        ("Size", s(if human { human_size_prec(h.size as f64, 3) } else { h.size.to_string() })),
+        (
+            "CreatedBy",
+            s(if trunc {
+                ellipsis(&created_by, 45)
+            } else {
+                created_by
+            }),
+        ),
+        (
+            "Size",
+            s(if human {
+                human_size_prec(h.size as f64, 3)
+            } else {
+                h.size.to_string()
+            }),
+        ),
         ("Comment", s(&h.comment)),
     ])
 }
 
 /// `berth history`.
 pub async fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
-    let items: Vec<HistoryItem> =
-        ctx.client.get_json(&format!("/images/{}/history", enc_path(&a.image))).await?;
-    let source = a.format.clone().filter(|f| !f.is_empty()).unwrap_or_else(|| "table".into());
+    let items: Vec<HistoryItem> = ctx
+        .client
+        .get_json(&format!("/images/{}/history", enc_path(&a.image)))
+        .await?;
+    let source = a
+        .format
+        .clone()
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| "table".into());
     let format = match source.as_str() {
         "table" if a.quiet => "{{.ID}}".to_string(),
-        "table" if !a.human => "table {{.ID}}\t{{.CreatedAt}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into(),
-        "table" => "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into(),
+        "table" if !a.human => {
+            "table {{.ID}}\t{{.CreatedAt}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into()
+        }
+        "table" => {
+            "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into()
+        }
         other => other.to_string(),
     };
     let header = map_of([
@@ -346,8 +391,16 @@ pub async fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
     if target.digest.is_some() {
         bail!("refusing to create a tag with a digest reference");
     }
-    let q = query(&[("repo", target.name()), ("tag", target.tag.clone().unwrap_or_default())]);
-    ctx.client.call(Method::POST, &format!("/images/{}/tag{q}", enc_path(&a.source))).await?;
+    let q = query(&[
+        ("repo", target.name()),
+        ("tag", target.tag.clone().unwrap_or_default()),
+    ]);
+    ctx.client
+        .call(
+            Method::POST,
+            &format!("/images/{}/tag{q}", enc_path(&a.source)),
+        )
+        .await?;
     Ok(())
 }
 
@@ -372,7 +425,11 @@ pub async fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
     let mut errors = Vec::new();
     let mut fatal = false;
     for img in &a.images {
-        match ctx.client.call_bytes(Method::DELETE, &format!("/images/{}{q}", enc_path(img))).await {
+        match ctx
+            .client
+            .call_bytes(Method::DELETE, &format!("/images/{}{q}", enc_path(img)))
+            .await
+        {
             Ok(body) => {
                 let items: Vec<DeleteItem> = serde_json::from_slice(&body).unwrap_or_default();
                 let mut out = String::new();
@@ -398,7 +455,10 @@ pub async fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
     }
     let msg = errors.join("\n");
     if !a.force || fatal {
-        return Err(anyhow::Error::new(StatusError { code: 1, message: Some(msg) }));
+        return Err(anyhow::Error::new(StatusError {
+            code: 1,
+            message: Some(msg),
+        }));
     }
     eprintln!("{msg}");
     Ok(())
@@ -413,9 +473,19 @@ struct ImagePruneReply {
 }
 
 /// Runs `POST /images/prune` with `dangling=<!all>` added; returns (space, report text).
-pub async fn prune_images(ctx: &Ctx, mut filters: berth_api::filters::Filters, all: bool) -> Result<(u64, String)> {
+pub async fn prune_images(
+    ctx: &Ctx,
+    mut filters: berth_api::filters::Filters,
+    all: bool,
+) -> Result<(u64, String)> {
     filters.add("dangling", if all { "false" } else { "true" });
-    let body = ctx.client.call_bytes(Method::POST, &format!("/images/prune?filters={}", enc(&filters.to_json()))).await?;
+    let body = ctx
+        .client
+        .call_bytes(
+            Method::POST,
+            &format!("/images/prune?filters={}", enc(&filters.to_json())),
+        )
+        .await?;
     let reply: ImagePruneReply = serde_json::from_slice(&body)?;
     if reply.deleted.is_empty() {
         return Ok((0, String::new()));
@@ -448,7 +518,10 @@ pub async fn prune(ctx: &Ctx, a: ImagePruneArgs) -> Result<()> {
         out.push_str(&text);
         out.push('\n');
     }
-    out.push_str(&format!("Total reclaimed space: {}\n", human_size(space as f64)));
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        human_size(space as f64)
+    ));
     print_out(out.as_bytes())
 }
 
@@ -485,7 +558,12 @@ mod tests {
 
     #[test]
     fn images_table_matches_docker() {
-        let rows = image_rows(&img(&["busybox:latest", "busybox:1.36"], &[]), false, false, true);
+        let rows = image_rows(
+            &img(&["busybox:latest", "busybox:1.36"], &[]),
+            false,
+            false,
+            true,
+        );
         assert_eq!(
             render(&images_format("table", false, false), rows),
             "REPOSITORY   TAG       IMAGE ID       CREATED       SIZE\n\
@@ -497,15 +575,24 @@ mod tests {
     #[test]
     fn dangling_and_digest_rows() {
         let rows = image_rows(&img(&[], &[]), false, false, true);
-        assert_eq!(render("{{.Repository}}:{{.Tag}} {{.Digest}}", rows), "<none>:<none> <none>\n");
+        assert_eq!(
+            render("{{.Repository}}:{{.Tag}} {{.Digest}}", rows),
+            "<none>:<none> <none>\n"
+        );
         let d = format!("alpine@sha256:{}", "b".repeat(64));
         let rows = image_rows(&img(&["alpine:3"], &[&d]), true, true, false);
         assert_eq!(
             render("{{.Repository}} {{.Tag}} {{.Digest}} {{.ID}}", rows),
-            format!("alpine 3 sha256:{} sha256:0123456789abcdef0123456789abcdef\n", "b".repeat(64))
+            format!(
+                "alpine 3 sha256:{} sha256:0123456789abcdef0123456789abcdef\n",
+                "b".repeat(64)
+            )
         );
         let rows = image_rows(&img(&[], &[&d]), false, false, true);
-        assert_eq!(render("{{.Repository}}|{{.Tag}}|{{.Digest}}", rows), "alpine|<none>|\n");
+        assert_eq!(
+            render("{{.Repository}}|{{.Tag}}|{{.Digest}}", rows),
+            "alpine|<none>|\n"
+        );
         assert_eq!(images_format("table", true, false), "{{.ID}}");
         assert!(images_format("table {{.ID}}", false, true).ends_with("\t{{.Digest}}"));
     }
@@ -515,18 +602,27 @@ mod tests {
         let h = HistoryItem {
             id: "<missing>".into(),
             created: now_unix() - 120,
-            created_by: "/bin/sh -c #(nop) ADD file:abc in / \tmore words that are long enough".into(),
+            created_by: "/bin/sh -c #(nop) ADD file:abc in / \tmore words that are long enough"
+                .into(),
             size: 1_240_000,
             comment: String::new(),
         };
         let mut out = Vec::new();
-        write_list(&mut out, "{{.ID}}|{{.CreatedSince}}|{{.CreatedBy}}|{{.Size}}", &Value::Nil, [history_row(&h, true, true)])
-            .unwrap();
+        write_list(
+            &mut out,
+            "{{.ID}}|{{.CreatedSince}}|{{.CreatedBy}}|{{.Size}}",
+            &Value::Nil,
+            [history_row(&h, true, true)],
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "<missing>|2 minutes ago|/bin/sh -c #(nop) ADD file:abc in /  more wo…|1.24MB\n"
         );
-        let old = HistoryItem { created: 100, ..Default::default() };
+        let old = HistoryItem {
+            created: 100,
+            ..Default::default()
+        };
         let r = history_row(&old, true, true);
         let c = crate::template::compile("{{.CreatedSince}} {{.Size}}", true).unwrap();
         assert_eq!(c.render(&r).unwrap(), "N/A 0B");

@@ -29,7 +29,6 @@ pub struct InfoArgs {
     format: Option<String>,
 }
 
-
 const VERSION_TEMPLATE: &str = "{{with .Client -}}
 Client:
  Version:\t{{.Version}}
@@ -66,7 +65,10 @@ fn client_version() -> Value {
         ("Version", s(env!("CARGO_PKG_VERSION"))),
         ("ApiVersion", s(&API_PREFIX[2..])),
         ("DefaultAPIVersion", s(&API_PREFIX[2..])),
-        ("GitCommit", s(option_env!("BERTH_GIT_SHA").unwrap_or("unknown"))),
+        (
+            "GitCommit",
+            s(option_env!("BERTH_GIT_SHA").unwrap_or("unknown")),
+        ),
         ("Os", s(std::env::consts::OS)),
         ("Arch", s(go_arch())),
         ("Context", s("default")),
@@ -135,16 +137,26 @@ pub async fn version(ctx: &Ctx, a: VersionArgs) -> Result<()> {
             Ok(Value::String(out.into()))
         })
         .parse(format)
-        .map_err(|e| anyhow::Error::new(StatusError { code: 64, message: Some(format!("template parsing error: {e}")) }))?;
+        .map_err(|e| {
+            anyhow::Error::new(StatusError {
+                code: 64,
+                message: Some(format!("template parsing error: {e}")),
+            })
+        })?;
     let server = ctx.client.get_json::<serde_json::Value>("/version").await;
     let data = map_of([
         ("Client", client_version()),
-        ("Server", match &server {
-            Ok(v) => from_json(&with_engine_component(v.clone())),
-            Err(_) => Value::Nil,
-        }),
+        (
+            "Server",
+            match &server {
+                Ok(v) => from_json(&with_engine_component(v.clone())),
+                Err(_) => Value::Nil,
+            },
+        ),
     ]);
-    let text = tmpl.execute_to_string(&data).map_err(|e| anyhow::anyhow!("template: {e}"))?;
+    let text = tmpl
+        .execute_to_string(&data)
+        .map_err(|e| anyhow::anyhow!("template: {e}"))?;
     let mut out = Vec::new();
     crate::output::write_table(&mut out, &[text], 20, 1)?;
     print_out(&out)?;
@@ -266,7 +278,10 @@ fn render_info(i: &Info, debug: bool) -> (String, String) {
     o.push_str(" Context:    default\n");
     o.push_str(&format!(" Debug Mode: {debug}\n\n"));
     o.push_str("Server:\n");
-    o.push_str(&format!(" Containers: {}\n  Running: {}\n  Paused: {}\n  Stopped: {}\n", i.containers, i.running, i.paused, i.stopped));
+    o.push_str(&format!(
+        " Containers: {}\n  Running: {}\n  Paused: {}\n  Stopped: {}\n",
+        i.containers, i.running, i.paused, i.stopped
+    ));
     o.push_str(&format!(" Images: {}\n", i.images));
     nonempty(&mut o, " Server Version:", &i.server_version);
     nonempty(&mut o, " Storage Driver:", &i.driver);
@@ -279,19 +294,33 @@ fn render_info(i: &Info, debug: bool) -> (String, String) {
     nonempty(&mut o, " Cgroup Driver:", &i.cgroup_driver);
     nonempty(&mut o, " Cgroup Version:", &i.cgroup_version);
     o.push_str(" Plugins:\n");
-    o.push_str(&format!("  Volume: {}\n  Network: {}\n", i.plugins.volume.join(" "), i.plugins.network.join(" ")));
+    o.push_str(&format!(
+        "  Volume: {}\n  Network: {}\n",
+        i.plugins.volume.join(" "),
+        i.plugins.network.join(" ")
+    ));
     if !i.plugins.authorization.is_empty() {
-        o.push_str(&format!("  Authorization: {}\n", i.plugins.authorization.join(" ")));
+        o.push_str(&format!(
+            "  Authorization: {}\n",
+            i.plugins.authorization.join(" ")
+        ));
     }
     o.push_str(&format!("  Log: {}\n", i.plugins.log.join(" ")));
     o.push_str(&format!(" Swarm: {}\n", i.swarm.local_node_state));
     if !i.runtimes.is_empty() {
         let names: Vec<&str> = i.runtimes.keys().map(String::as_str).collect();
-        o.push_str(&format!(" Runtimes: {}\n Default Runtime: {}\n", names.join(" "), i.default_runtime));
+        o.push_str(&format!(
+            " Runtimes: {}\n Default Runtime: {}\n",
+            names.join(" "),
+            i.default_runtime
+        ));
     }
     if i.os_type == "linux" {
         o.push_str(&format!(" Init Binary: {}\n", i.init_binary));
-        o.push_str(&format!(" containerd version: {}\n", i.containerd_commit.id));
+        o.push_str(&format!(
+            " containerd version: {}\n",
+            i.containerd_commit.id
+        ));
         o.push_str(&format!(" runc version: {}\n", i.runc_commit.id));
         o.push_str(&format!(" init version: {}\n", i.init_commit.id));
         if !i.security_options.is_empty() {
@@ -320,7 +349,10 @@ fn render_info(i: &Info, debug: bool) -> (String, String) {
     nonempty(&mut o, " OSType:", &i.os_type);
     nonempty(&mut o, " Architecture:", &i.architecture);
     o.push_str(&format!(" CPUs: {}\n", i.ncpu));
-    o.push_str(&format!(" Total Memory: {}\n", bytes_size(i.mem_total as f64)));
+    o.push_str(&format!(
+        " Total Memory: {}\n",
+        bytes_size(i.mem_total as f64)
+    ));
     nonempty(&mut o, " Name:", &i.name);
     nonempty(&mut o, " ID:", &i.id);
     o.push_str(&format!(" Docker Root Dir: {}\n", i.root_dir));
@@ -347,7 +379,11 @@ fn render_info(i: &Info, debug: bool) -> (String, String) {
 pub async fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
     let raw = ctx.client.call_bytes(Method::GET, "/info").await;
     if let Some(format) = a.format.as_deref().filter(|f| !f.is_empty()) {
-        let format = if format == "json" { "{{json .}}" } else { format };
+        let format = if format == "json" {
+            "{{json .}}"
+        } else {
+            format
+        };
         let mut data: serde_json::Value = match &raw {
             Ok(b) => serde_json::from_slice(b)?,
             Err(_) => serde_json::json!({}),
@@ -357,8 +393,12 @@ pub async fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
         if let Err(e) = &raw {
             data["ServerErrors"] = serde_json::json!([format!("{e:#}")]);
         }
-        let compiled = template::compile(format, false)
-            .map_err(|e| anyhow::Error::new(StatusError { code: 64, message: Some(format!("{e:#}")) }))?;
+        let compiled = template::compile(format, false).map_err(|e| {
+            anyhow::Error::new(StatusError {
+                code: 64,
+                message: Some(format!("{e:#}")),
+            })
+        })?;
         let text = compiled.render(&from_json(&data))?;
         print_out(format!("{text}\n").as_bytes())?;
         return raw.map(|_| ());
@@ -393,7 +433,9 @@ mod tests {
         }))
         .unwrap();
         let (out, err) = render_info(&i, false);
-        assert!(out.contains(" Containers: 2\n  Running: 1\n  Paused: 0\n  Stopped: 1\n Images: 3\n"));
+        assert!(
+            out.contains(" Containers: 2\n  Running: 1\n  Paused: 0\n  Stopped: 1\n Images: 3\n")
+        );
         assert!(out.contains(" Security Options:\n  seccomp\n   Profile: builtin\n"));
         assert!(out.contains(" Total Memory: 1GiB\n"));
         assert!(out.contains(" Swarm: inactive\n"));
@@ -402,7 +444,9 @@ mod tests {
 
     #[test]
     fn engine_component_is_synthesised() {
-        let v = with_engine_component(serde_json::json!({"Version": "0.1.0", "ApiVersion": "1.44", "MinAPIVersion": "1.24"}));
+        let v = with_engine_component(
+            serde_json::json!({"Version": "0.1.0", "ApiVersion": "1.44", "MinAPIVersion": "1.24"}),
+        );
         assert_eq!(v["Components"][0]["Name"], "Engine");
         assert_eq!(v["Components"][0]["Details"]["ApiVersion"], "1.44");
     }

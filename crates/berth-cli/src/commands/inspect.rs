@@ -24,7 +24,10 @@ where
         match template::compile(format, false) {
             Ok(c) => Some(c),
             Err(e) => {
-                return Err(anyhow::Error::new(StatusError { code: 64, message: Some(format!("{e:#}")) }));
+                return Err(anyhow::Error::new(StatusError {
+                    code: 64,
+                    message: Some(format!("{e:#}")),
+                }));
             }
         }
     };
@@ -65,7 +68,11 @@ where
         }
     }
     let out = if compiled.is_some() {
-        if rendered.is_empty() { "\n".to_string() } else { rendered }
+        if rendered.is_empty() {
+            "\n".to_string()
+        } else {
+            rendered
+        }
     } else {
         render_list(&raws, format == "json")
     };
@@ -73,7 +80,10 @@ where
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(anyhow::Error::new(StatusError { code: 1, message: Some(errors.join("\n")) }))
+        Err(anyhow::Error::new(StatusError {
+            code: 1,
+            message: Some(errors.join("\n")),
+        }))
     }
 }
 
@@ -91,7 +101,11 @@ pub fn render_list(raws: &[Bytes], compact: bool) -> String {
         joined.extend_from_slice(r);
     }
     joined.push(b']');
-    let mut out = if compact { json_compact(&joined) } else { json_indent(&joined, "    ") };
+    let mut out = if compact {
+        json_compact(&joined)
+    } else {
+        json_indent(&joined, "    ")
+    };
     out.push(b'\n');
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -103,8 +117,17 @@ mod tests {
     #[test]
     fn lists_render_like_docker() {
         assert_eq!(render_list(&[], false), "[]\n");
-        let raws = [Bytes::from_static(b"{\"Id\":\"a\"}\n"), Bytes::from_static(b"{\"Id\":\"b\"}")];
-        assert_eq!(render_list(&raws, false), "[\n    {\n        \"Id\": \"a\"\n    },\n    {\n        \"Id\": \"b\"\n    }\n]\n");
-        assert_eq!(render_list(&raws, true), "[{\"Id\":\"a\"},{\"Id\":\"b\"}]\n");
+        let raws = [
+            Bytes::from_static(b"{\"Id\":\"a\"}\n"),
+            Bytes::from_static(b"{\"Id\":\"b\"}"),
+        ];
+        assert_eq!(
+            render_list(&raws, false),
+            "[\n    {\n        \"Id\": \"a\"\n    },\n    {\n        \"Id\": \"b\"\n    }\n]\n"
+        );
+        assert_eq!(
+            render_list(&raws, true),
+            "[{\"Id\":\"a\"},{\"Id\":\"b\"}]\n"
+        );
     }
 }

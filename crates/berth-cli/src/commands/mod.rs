@@ -59,7 +59,10 @@ impl std::error::Error for StatusError {}
 
 /// Returns an error that makes the process exit with `code` without printing anything.
 pub fn exit_code(code: i32) -> anyhow::Error {
-    anyhow::Error::new(StatusError { code, message: None })
+    anyhow::Error::new(StatusError {
+        code,
+        message: None,
+    })
 }
 
 /// Writes bytes to stdout in one go.
@@ -94,7 +97,10 @@ where
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(anyhow::Error::new(StatusError { code: 1, message: Some(failed.join("\n")) }))
+        Err(anyhow::Error::new(StatusError {
+            code: 1,
+            message: Some(failed.join("\n")),
+        }))
     }
 }
 
@@ -376,7 +382,10 @@ where
 pub fn docker_config_string(ctx: &Ctx, key: &str) -> Option<String> {
     let data = std::fs::read(ctx.docker_config.join("config.json")).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
-    v.get(key)?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    v.get(key)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -385,9 +394,22 @@ mod tests {
 
     #[test]
     fn filters_encode_like_the_go_cli() {
-        let f = parse_filters(&["status=running".into(), "label=x=y".into(), " Name = web ".into()]).unwrap();
-        assert_eq!(f.to_json(), r#"{"label":{"x=y":true},"name":{"web":true},"status":{"running":true}}"#);
-        assert!(parse_filters(&["novalue".into()]).unwrap_err().to_string().contains("bad format of filter"));
+        let f = parse_filters(&[
+            "status=running".into(),
+            "label=x=y".into(),
+            " Name = web ".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            f.to_json(),
+            r#"{"label":{"x=y":true},"name":{"web":true},"status":{"running":true}}"#
+        );
+        assert!(
+            parse_filters(&["novalue".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("bad format of filter")
+        );
         assert!(parse_filters(&[]).unwrap().is_empty());
     }
 }

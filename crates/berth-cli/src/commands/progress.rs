@@ -76,7 +76,11 @@ impl Progress {
         let mut bar = String::new();
         if width > 110 {
             let spaces = (50 - percentage).max(0) as usize;
-            bar = format!("[{}>{}] ", "=".repeat(percentage.max(0) as usize), " ".repeat(spaces));
+            bar = format!(
+                "[{}>{}] ",
+                "=".repeat(percentage.max(0) as usize),
+                " ".repeat(spaces)
+            );
         }
         let numbers = if self.hidecounts {
             String::new()
@@ -126,8 +130,17 @@ pub struct Renderer<'a> {
 impl<'a> Renderer<'a> {
     /// A renderer writing to `out`; `terminal` enables progress bars and cursor movement.
     pub fn new(out: &'a mut dyn Write, terminal: bool) -> Renderer<'a> {
-        let width = if terminal { crate::commands::stream::stdout_size().1 as usize } else { 200 };
-        Renderer { out, terminal, width: if width == 0 { 200 } else { width }, ids: HashMap::new() }
+        let width = if terminal {
+            crate::commands::stream::stdout_size().1 as usize
+        } else {
+            200
+        };
+        Renderer {
+            out,
+            terminal,
+            width: if width == 0 { 200 } else { width },
+            ids: HashMap::new(),
+        }
     }
 
     fn display(&mut self, m: &Message) -> Result<()> {
@@ -253,17 +266,30 @@ mod tests {
 
     #[test]
     fn streams_and_errors() {
-        assert_eq!(render(r#"{"stream":"Loaded image: x:y\n"}"#, false).unwrap(), "Loaded image: x:y\n");
-        let err = render(r#"{"errorDetail":{"message":"pull access denied"},"error":"pull access denied"}"#, false)
-            .unwrap_err();
+        assert_eq!(
+            render(r#"{"stream":"Loaded image: x:y\n"}"#, false).unwrap(),
+            "Loaded image: x:y\n"
+        );
+        let err = render(
+            r#"{"errorDetail":{"message":"pull access denied"},"error":"pull access denied"}"#,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "pull access denied");
     }
 
     #[test]
     fn progress_bars() {
-        let p = Progress { current: 1_000_000, total: 2_000_000, ..Default::default() };
+        let p = Progress {
+            current: 1_000_000,
+            total: 2_000_000,
+            ..Default::default()
+        };
         assert_eq!(p.render(80), "     1MB/2MB");
-        assert!(p.render(120).starts_with("[=========================>                         ] "));
+        assert!(
+            p.render(120)
+                .starts_with("[=========================>                         ] ")
+        );
         assert_eq!(Progress::default().render(200), "");
     }
 }

@@ -110,14 +110,23 @@ struct NetworkSettings {
 }
 
 fn join_host_port(ip: &str, port: &str) -> String {
-    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 /// docker's `DisplayablePorts`: groups consecutive ports, then lists host mappings.
 pub fn displayable_ports(ports: &[Port]) -> String {
     let mut ports = ports.to_vec();
     ports.sort_by(|a, b| {
-        (a.private_port, &a.ip, a.public_port, &a.typ).cmp(&(b.private_port, &b.ip, b.public_port, &b.typ))
+        (a.private_port, &a.ip, a.public_port, &a.typ).cmp(&(
+            b.private_port,
+            &b.ip,
+            b.public_port,
+            &b.typ,
+        ))
     });
     let mut groups: HashMap<String, (u16, u16)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -125,7 +134,11 @@ pub fn displayable_ports(ports: &[Port]) -> String {
     let mut host_mappings: Vec<String> = Vec::new();
     let form = |key: &str, first: u16, last: u16| -> String {
         let parts: Vec<&str> = key.split('/').collect();
-        let (ip, typ) = if parts.len() > 1 { (parts[0], parts[1]) } else { ("", parts[0]) };
+        let (ip, typ) = if parts.len() > 1 {
+            (parts[0], parts[1])
+        } else {
+            ("", parts[0])
+        };
         let mut group = first.to_string();
         if first != last {
             group = format!("{group}-{last}");
@@ -185,7 +198,9 @@ pub fn go_quote(s: &str) -> String {
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
             '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -219,7 +234,10 @@ pub struct Wanted<'a> {
 impl<'a> Wanted<'a> {
     /// Field selection for a format (`{{json .}}`, `{{.}}` and variables need every field).
     pub fn for_format(format: &'a str) -> Wanted<'a> {
-        let all = format.contains("json") || format.contains("{{.}}") || format.contains(" .}}") || format.contains('$');
+        let all = format.contains("json")
+            || format.contains("{{.}}")
+            || format.contains(" .}}")
+            || format.contains('$');
         Wanted { format, all }
     }
 
@@ -238,15 +256,29 @@ pub fn row(c: &Summary, trunc: bool, wanted: &Wanted<'_>) -> Value {
     };
     add("ID", &|| s(if trunc { short_id(&c.id) } else { &c.id }));
     add("Names", &|| {
-        let names: Vec<&str> = c.names.iter().map(|n| n.strip_prefix('/').unwrap_or(n)).collect();
+        let names: Vec<&str> = c
+            .names
+            .iter()
+            .map(|n| n.strip_prefix('/').unwrap_or(n))
+            .collect();
         s(if trunc {
-            names.iter().find(|n| !n.contains('/')).map(|n| n.to_string()).unwrap_or_else(|| names.join(","))
+            names
+                .iter()
+                .find(|n| !n.contains('/'))
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| names.join(","))
         } else {
             names.join(",")
         })
     });
     add("Image", &|| s(image_column(c, trunc)));
-    add("Command", &|| s(go_quote(&if trunc { ellipsis(&c.command, 20) } else { c.command.clone() })));
+    add("Command", &|| {
+        s(go_quote(&if trunc {
+            ellipsis(&c.command, 20)
+        } else {
+            c.command.clone()
+        }))
+    });
     add("CreatedAt", &|| s(go_time_string(c.created)));
     add("RunningFor", &|| s(since(c.created)));
     add("Ports", &|| s(displayable_ports(&c.ports)));
@@ -255,7 +287,10 @@ pub fn row(c: &Summary, trunc: bool, wanted: &Wanted<'_>) -> Value {
     add("Size", &|| {
         let srw = human_size_prec(c.size_rw as f64, 3);
         s(if c.size_root_fs > 0 {
-            format!("{srw} (virtual {})", human_size_prec(c.size_root_fs as f64, 3))
+            format!(
+                "{srw} (virtual {})",
+                human_size_prec(c.size_root_fs as f64, 3)
+            )
         } else {
             srw
         })
@@ -270,20 +305,43 @@ pub fn row(c: &Summary, trunc: bool, wanted: &Wanted<'_>) -> Value {
             .mounts
             .iter()
             .map(|m| {
-                let name = if m.name.is_empty() { &m.source } else { &m.name };
-                if trunc { ellipsis(name, 15) } else { name.clone() }
+                let name = if m.name.is_empty() {
+                    &m.source
+                } else {
+                    &m.name
+                };
+                if trunc {
+                    ellipsis(name, 15)
+                } else {
+                    name.clone()
+                }
             })
             .collect();
         s(mounts.join(","))
     });
-    add("LocalVolumes", &|| s(c.mounts.iter().filter(|m| m.driver == "local").count().to_string()));
+    add("LocalVolumes", &|| {
+        s(c.mounts
+            .iter()
+            .filter(|m| m.driver == "local")
+            .count()
+            .to_string())
+    });
     add("Networks", &|| {
-        let networks: Vec<&str> = c.network_settings.networks.keys().map(String::as_str).collect();
+        let networks: Vec<&str> = c
+            .network_settings
+            .networks
+            .keys()
+            .map(String::as_str)
+            .collect();
         s(networks.join(","))
     });
     add("Platform", &|| Value::Nil);
     add("Label", &|| {
-        let label_map: BTreeMap<String, String> = c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let label_map: BTreeMap<String, String> = c
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         label_func(Arc::new(label_map))
     });
     map_of(fields)
@@ -332,7 +390,9 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> Result<()> {
     let format = match &a.format {
         Some(f) => {
             if a.quiet {
-                eprintln!("WARNING: Ignoring custom format, because both --format and --quiet are set.");
+                eprintln!(
+                    "WARNING: Ignoring custom format, because both --format and --quiet are set."
+                );
             }
             f.clone()
         }
@@ -354,12 +414,20 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> Result<()> {
     if !filters.is_empty() {
         q.push(("filters", filters.to_json()));
     }
-    let list: Vec<Summary> = ctx.client.get_json(&format!("/containers/json{}", query(&q))).await?;
+    let list: Vec<Summary> = ctx
+        .client
+        .get_json(&format!("/containers/json{}", query(&q)))
+        .await?;
     let format = effective_format(&format, a.quiet, size);
     let trunc = !a.no_trunc;
     let mut out = Vec::with_capacity(list.len() * 128);
     let wanted = Wanted::for_format(&format);
-    write_list(&mut out, &format, &header(), list.iter().map(|c| row(c, trunc, &wanted)))?;
+    write_list(
+        &mut out,
+        &format,
+        &header(),
+        list.iter().map(|c| row(c, trunc, &wanted)),
+    )?;
     print_out(&out)
 }
 
@@ -382,7 +450,20 @@ mod tests {
     #[test]
     fn default_table_matches_docker() {
         let mut out = Vec::new();
-        write_list(&mut out, &effective_format("", false, false), &header(), [row(&sample(), true, &Wanted { format: "", all: true })]).unwrap();
+        write_list(
+            &mut out,
+            &effective_format("", false, false),
+            &header(),
+            [row(
+                &sample(),
+                true,
+                &Wanted {
+                    format: "",
+                    all: true,
+                },
+            )],
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "CONTAINER ID   IMAGE     COMMAND        CREATED          STATUS         PORTS                  NAMES\n\
@@ -393,13 +474,55 @@ mod tests {
     #[test]
     fn custom_formats() {
         let mut out = Vec::new();
-        write_list(&mut out, "{{.ID}}\\t{{.Names}}", &header(), [row(&sample(), true, &Wanted { format: "", all: true })]).unwrap();
+        write_list(
+            &mut out,
+            "{{.ID}}\\t{{.Names}}",
+            &header(),
+            [row(
+                &sample(),
+                true,
+                &Wanted {
+                    format: "",
+                    all: true,
+                },
+            )],
+        )
+        .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "9e4efed89a7b\tweb\n");
         let mut out = Vec::new();
-        write_list(&mut out, "table {{.Names}}\t{{.Label \"x\"}}\t{{.Labels}}", &header(), [row(&sample(), true, &Wanted { format: "", all: true })]).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "NAMES     x         LABELS\nweb       y         a=b,x=y\n");
+        write_list(
+            &mut out,
+            "table {{.Names}}\t{{.Label \"x\"}}\t{{.Labels}}",
+            &header(),
+            [row(
+                &sample(),
+                true,
+                &Wanted {
+                    format: "",
+                    all: true,
+                },
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "NAMES     x         LABELS\nweb       y         a=b,x=y\n"
+        );
         let mut out = Vec::new();
-        write_list(&mut out, "{{json .}}", &header(), [row(&sample(), false, &Wanted { format: "", all: true })]).unwrap();
+        write_list(
+            &mut out,
+            "{{json .}}",
+            &header(),
+            [row(
+                &sample(),
+                false,
+                &Wanted {
+                    format: "",
+                    all: true,
+                },
+            )],
+        )
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["Names"], "web");
         assert_eq!(v["Networks"], "bridge");
@@ -429,13 +552,26 @@ mod tests {
             typ: typ.into(),
         };
         assert_eq!(displayable_ports(&[p("", 9988, 0, "tcp")]), "9988/tcp");
-        assert_eq!(displayable_ports(&[p("", 80, 0, "tcp"), p("", 81, 0, "tcp"), p("", 82, 0, "tcp")]), "80-82/tcp");
+        assert_eq!(
+            displayable_ports(&[
+                p("", 80, 0, "tcp"),
+                p("", 81, 0, "tcp"),
+                p("", 82, 0, "tcp")
+            ]),
+            "80-82/tcp"
+        );
         assert_eq!(
             displayable_ports(&[p("0.0.0.0", 9090, 80, "tcp"), p("", 9988, 0, "tcp")]),
             "9988/tcp, 0.0.0.0:80->9090/tcp"
         );
-        assert_eq!(displayable_ports(&[p("0.0.0.0", 80, 80, "tcp")]), "0.0.0.0:80->80/tcp");
-        assert_eq!(displayable_ports(&[p("::", 80, 8080, "tcp")]), "[::]:8080->80/tcp");
+        assert_eq!(
+            displayable_ports(&[p("0.0.0.0", 80, 80, "tcp")]),
+            "0.0.0.0:80->80/tcp"
+        );
+        assert_eq!(
+            displayable_ports(&[p("::", 80, 8080, "tcp")]),
+            "[::]:8080->80/tcp"
+        );
     }
 
     #[tokio::test]
@@ -446,11 +582,26 @@ mod tests {
         let fake = FakeDaemon::start(script.clone());
         let cfg = tempfile::tempdir().unwrap();
         let ctx = fake.ctx(cfg.path());
-        let cli = crate::Cli::try_parse_from(["berth", "ps", "-a", "-n", "3", "--filter", "status=running", "--format", "{{.ID}} {{.Size}}"]).unwrap();
-        super::super::dispatch(&ctx, cli.command.unwrap()).await.unwrap();
+        let cli = crate::Cli::try_parse_from([
+            "berth",
+            "ps",
+            "-a",
+            "-n",
+            "3",
+            "--filter",
+            "status=running",
+            "--format",
+            "{{.ID}} {{.Size}}",
+        ])
+        .unwrap();
+        super::super::dispatch(&ctx, cli.command.unwrap())
+            .await
+            .unwrap();
         assert_eq!(
             script.requests(),
-            vec!["GET /v1.44/containers/json?all=1&limit=3&size=1&filters=%7B%22status%22%3A%7B%22running%22%3Atrue%7D%7D"]
+            vec![
+                "GET /v1.44/containers/json?all=1&limit=3&size=1&filters=%7B%22status%22%3A%7B%22running%22%3Atrue%7D%7D"
+            ]
         );
     }
 

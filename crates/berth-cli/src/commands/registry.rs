@@ -68,7 +68,10 @@ fn read_config(ctx: &Ctx) -> Result<serde_json::Value> {
             .with_context(|| format!("loading config file {}", config_file(ctx).display())),
         Ok(_) => Ok(serde_json::json!({})),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({})),
-        Err(e) => Err(anyhow!("loading config file {}: {e}", config_file(ctx).display())),
+        Err(e) => Err(anyhow!(
+            "loading config file {}: {e}",
+            config_file(ctx).display()
+        )),
     }
 }
 
@@ -91,8 +94,15 @@ fn write_config(ctx: &Ctx, value: &serde_json::Value) -> Result<()> {
 pub fn stored_auth(ctx: &Ctx, key: &str) -> Option<AuthConfig> {
     let cfg = read_config(ctx).ok()?;
     let entry = cfg.get("auths")?.get(key)?;
-    let mut auth = AuthConfig { serveraddress: key.to_string(), ..Default::default() };
-    if let Some(encoded) = entry.get("auth").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) {
+    let mut auth = AuthConfig {
+        serveraddress: key.to_string(),
+        ..Default::default()
+    };
+    if let Some(encoded) = entry
+        .get("auth")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+    {
         let decoded = STANDARD.decode(encoded).ok()?;
         let text = String::from_utf8(decoded).ok()?;
         let (user, pass) = text.split_once(':')?;
@@ -123,7 +133,9 @@ fn normalize_server(server: Option<&str>) -> String {
     match server {
         None | Some("") => DOCKER_HUB.to_string(),
         Some(s) => {
-            let host = s.trim_start_matches("https://").trim_start_matches("http://");
+            let host = s
+                .trim_start_matches("https://")
+                .trim_start_matches("http://");
             let host = host.split('/').next().unwrap_or(host);
             registry_auth_key(host)
         }
@@ -190,11 +202,18 @@ pub async fn login(ctx: &Ctx, a: LoginArgs) -> Result<()> {
     if password.is_empty() {
         bail!("Error: Password Required");
     }
-    let auth = AuthConfig { username: username.clone(), password: password.clone(), serveraddress: server.clone(), ..Default::default() };
+    let auth = AuthConfig {
+        username: username.clone(),
+        password: password.clone(),
+        serveraddress: server.clone(),
+        ..Default::default()
+    };
     let reply = ctx.client.post_json("/auth", &auth).await?;
     let reply: AuthReply = serde_json::from_slice(&reply).unwrap_or_default();
     let mut cfg = read_config(ctx)?;
-    let obj = cfg.as_object_mut().ok_or_else(|| anyhow!("config file is not a JSON object"))?;
+    let obj = cfg
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("config file is not a JSON object"))?;
     let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
     let mut entry = serde_json::json!({"auth": STANDARD.encode(format!("{username}:{password}"))});
     if !reply.identity_token.is_empty() {
@@ -204,7 +223,11 @@ pub async fn login(ctx: &Ctx, a: LoginArgs) -> Result<()> {
         map.insert(server, entry);
     }
     write_config(ctx, &cfg)?;
-    let status = if reply.status.is_empty() { "Login Succeeded".to_string() } else { reply.status };
+    let status = if reply.status.is_empty() {
+        "Login Succeeded".to_string()
+    } else {
+        reply.status
+    };
     print_out(format!("{status}\n").as_bytes())
 }
 
@@ -213,9 +236,16 @@ pub async fn logout(ctx: &Ctx, a: LogoutArgs) -> Result<()> {
     let (host, keys) = match a.server.as_deref() {
         None | Some("") => (DOCKER_HUB.to_string(), vec![DOCKER_HUB.to_string()]),
         Some(server) => {
-            let host = server.trim_start_matches("https://").trim_start_matches("http://");
+            let host = server
+                .trim_start_matches("https://")
+                .trim_start_matches("http://");
             let host = host.split('/').next().unwrap_or(host).to_string();
-            let keys = vec![server.to_string(), host.clone(), format!("http://{host}"), format!("https://{host}")];
+            let keys = vec![
+                server.to_string(),
+                host.clone(),
+                format!("http://{host}"),
+                format!("https://{host}"),
+            ];
             (host, keys)
         }
     };
@@ -241,17 +271,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), config).unwrap();
         let client = crate::client::Client::new("unix:///nonexistent.sock", None).unwrap();
-        let ctx = Ctx { client: Arc::clone(&client), docker_config: dir.path().to_path_buf(), debug: false };
+        let ctx = Ctx {
+            client: Arc::clone(&client),
+            docker_config: dir.path().to_path_buf(),
+            debug: false,
+        };
         (dir, ctx)
     }
 
     #[test]
     fn auth_header_from_config() {
         let auth = STANDARD.encode("me:secret");
-        let (_d, ctx) = ctx_with(&format!(r#"{{"auths":{{"localhost:5000":{{"auth":"{auth}"}}}}}}"#));
+        let (_d, ctx) = ctx_with(&format!(
+            r#"{{"auths":{{"localhost:5000":{{"auth":"{auth}"}}}}}}"#
+        ));
         let header = encoded_auth(&ctx, "localhost:5000");
-        let decoded: serde_json::Value = serde_json::from_slice(&URL_SAFE.decode(header).unwrap()).unwrap();
-        assert_eq!(decoded, serde_json::json!({"username":"me","password":"secret","serveraddress":"localhost:5000"}));
+        let decoded: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE.decode(header).unwrap()).unwrap();
+        assert_eq!(
+            decoded,
+            serde_json::json!({"username":"me","password":"secret","serveraddress":"localhost:5000"})
+        );
         assert_eq!(encoded_auth(&ctx, DOCKER_HUB), "e30=");
     }
 
@@ -259,7 +299,10 @@ mod tests {
     fn servers_normalise() {
         assert_eq!(normalize_server(None), DOCKER_HUB);
         assert_eq!(normalize_server(Some("docker.io")), DOCKER_HUB);
-        assert_eq!(normalize_server(Some("https://localhost:5000/v2/")), "localhost:5000");
+        assert_eq!(
+            normalize_server(Some("https://localhost:5000/v2/")),
+            "localhost:5000"
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ use crate::reference::Reference;
 
 /// `berth run`
 #[derive(Args, Debug)]
-#[command(disable_help_flag = true, override_usage = "berth run [OPTIONS] IMAGE [COMMAND] [ARG...]")]
+#[command(
+    disable_help_flag = true,
+    override_usage = "berth run [OPTIONS] IMAGE [COMMAND] [ARG...]"
+)]
 pub struct RunArgs {
     #[command(flatten)]
     opts: ContainerOpts,
@@ -28,7 +31,10 @@ pub struct RunArgs {
 
 /// `berth create`
 #[derive(Args, Debug)]
-#[command(disable_help_flag = true, override_usage = "berth create [OPTIONS] IMAGE [COMMAND] [ARG...]")]
+#[command(
+    disable_help_flag = true,
+    override_usage = "berth create [OPTIONS] IMAGE [COMMAND] [ARG...]"
+)]
 pub struct CreateArgs {
     #[command(flatten)]
     opts: ContainerOpts,
@@ -75,7 +81,9 @@ pub struct AttachArgs {
 fn with_help(err: &anyhow::Error, cmd: &str, code: i32) -> anyhow::Error {
     anyhow::Error::new(StatusError {
         code,
-        message: Some(format!("berth: {err:#}\n\nRun 'berth {cmd} --help' for more information")),
+        message: Some(format!(
+            "berth: {err:#}\n\nRun 'berth {cmd} --help' for more information"
+        )),
     })
 }
 
@@ -100,7 +108,12 @@ fn to_status_error(err: anyhow::Error, cmd: &str) -> anyhow::Error {
 }
 
 /// Pulls an image, printing progress to stderr (unless quiet); used by run and create.
-async fn pull_for_create(ctx: &Ctx, r: &Reference, platform: Option<&str>, quiet: bool) -> Result<()> {
+async fn pull_for_create(
+    ctx: &Ctx,
+    r: &Reference,
+    platform: Option<&str>,
+    quiet: bool,
+) -> Result<()> {
     let mut q = vec![("fromImage", r.name()), ("tag", r.api_tag())];
     if let Some(p) = platform {
         q.push(("platform", p.to_string()));
@@ -117,23 +130,36 @@ async fn pull_for_create(ctx: &Ctx, r: &Reference, platform: Option<&str>, quiet
     let (out, terminal): (&mut dyn std::io::Write, bool) = if quiet {
         (&mut sink, false)
     } else {
-        (&mut stderr, stream::is_tty(std::os::fd::AsFd::as_fd(&std::io::stderr())))
+        (
+            &mut stderr,
+            stream::is_tty(std::os::fd::AsFd::as_fd(&std::io::stderr())),
+        )
     };
     super::progress::display_response(resp, out, terminal, |_| {}).await
 }
 
 /// Creates the container (pulling the image on 404 when `--pull missing`), prints daemon
 /// warnings and writes `--cidfile`; returns the container ID.
-async fn create_container(ctx: &Ctx, body: &ContainerCreateBody, o: &ContainerOpts) -> Result<String> {
+async fn create_container(
+    ctx: &Ctx,
+    body: &ContainerCreateBody,
+    o: &ContainerOpts,
+) -> Result<String> {
     let image = body.image.clone().unwrap_or_default();
     let cidfile = o.cidfile.as_deref().filter(|p| !p.is_empty());
     if let Some(path) = cidfile
         && std::path::Path::new(path).exists()
     {
-        bail!("container ID file found, make sure the other container isn't running or delete {path}");
+        bail!(
+            "container ID file found, make sure the other container isn't running or delete {path}"
+        );
     }
     let is_id = image.len() == 64 && image.bytes().all(|b| b.is_ascii_hexdigit());
-    let named = if is_id { None } else { Some(Reference::parse(&image)?.with_default_tag()) };
+    let named = if is_id {
+        None
+    } else {
+        Some(Reference::parse(&image)?.with_default_tag())
+    };
     if o.pull == "always"
         && let Some(r) = &named
     {
@@ -175,7 +201,12 @@ async fn create_container(ctx: &Ctx, body: &ContainerCreateBody, o: &ContainerOp
 /// them before the container exits, so `start` can follow).
 async fn begin_wait(client: &Client, id: &str, auto_remove: bool) -> Result<Response<Incoming>> {
     let cond = if auto_remove { "removed" } else { "next-exit" };
-    client.call(Method::POST, &format!("/containers/{id}/wait?condition={cond}")).await
+    client
+        .call(
+            Method::POST,
+            &format!("/containers/{id}/wait?condition={cond}"),
+        )
+        .await
 }
 
 /// Reads the wait body: the exit status, or 125 with docker's message on failure.
@@ -185,7 +216,8 @@ async fn finish_wait(resp: Result<Response<Incoming>>) -> i32 {
         Err(e) => Err(e),
     };
     let parsed = body.and_then(|b| {
-        serde_json::from_slice::<ContainerWaitResponse>(&b).map_err(|e| anyhow!("decoding wait reply: {e}"))
+        serde_json::from_slice::<ContainerWaitResponse>(&b)
+            .map_err(|e| anyhow!("decoding wait reply: {e}"))
     });
     match parsed {
         Ok(w) => {
@@ -226,7 +258,8 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     if o.detach && !o.attach.is_empty() {
         bail!("conflicting options: cannot specify both --attach and --detach");
     }
-    let mut body = opts::build(o, &image, &cmd, stream::stdout_size()).map_err(|e| with_help(&e, "run", 125))?;
+    let mut body = opts::build(o, &image, &cmd, stream::stdout_size())
+        .map_err(|e| with_help(&e, "run", 125))?;
     let attach_stdin = body.attach_stdin.unwrap_or(false);
     if !o.detach && o.tty && attach_stdin && !stream::stdin_is_tty() {
         bail!("the input device is not a TTY");
@@ -243,17 +276,30 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         stderr: body.attach_stderr.unwrap_or(false),
         tty: o.tty,
     };
-    let id = create_container(ctx, &body, o).await.map_err(|e| to_status_error(e, "run"))?;
+    let id = create_container(ctx, &body, o)
+        .await
+        .map_err(|e| to_status_error(e, "run"))?;
     let attach = streams.stdin || streams.stdout || streams.stderr;
     if o.sig_proxy && attach {
         stream::proxy_signals(ctx.client.clone(), id.clone());
     }
     let mut raw = None;
-    let keys = o.detach_keys.clone().or_else(|| docker_config_string(ctx, "detachKeys"));
+    let keys = o
+        .detach_keys
+        .clone()
+        .or_else(|| docker_config_string(ctx, "detachKeys"));
     let escape = stream::escape_for(streams, keys.as_deref())?;
     let conn = if attach {
-        let q = attach_query(streams.stdin, streams.stdout, streams.stderr, keys.as_deref());
-        let conn = ctx.client.hijack(Method::POST, &format!("/containers/{id}/attach{q}"), None).await?;
+        let q = attach_query(
+            streams.stdin,
+            streams.stdout,
+            streams.stderr,
+            keys.as_deref(),
+        );
+        let conn = ctx
+            .client
+            .hijack(Method::POST, &format!("/containers/{id}/attach{q}"), None)
+            .await?;
         if streams.tty && streams.stdin {
             raw = Some(RawMode::enable()?);
         }
@@ -262,7 +308,11 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         None
     };
     let wait = begin_wait(&ctx.client, &id, o.rm).await;
-    if let Err(e) = ctx.client.call(Method::POST, &format!("/containers/{id}/start")).await {
+    if let Err(e) = ctx
+        .client
+        .call(Method::POST, &format!("/containers/{id}/start"))
+        .await
+    {
         drop(conn);
         if let Some(mut r) = raw {
             r.restore();
@@ -297,8 +347,11 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
 pub async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
     let o = &a.opts;
     let (image, cmd) = (a.args[0].clone(), a.args[1..].to_vec());
-    let body = opts::build(o, &image, &cmd, stream::stdout_size()).map_err(|e| with_help(&e, "create", 125))?;
-    let id = create_container(ctx, &body, o).await.map_err(|e| to_status_error(e, "create"))?;
+    let body = opts::build(o, &image, &cmd, stream::stdout_size())
+        .map_err(|e| with_help(&e, "create", 125))?;
+    let id = create_container(ctx, &body, o)
+        .await
+        .map_err(|e| to_status_error(e, "create"))?;
     print_out(format!("{id}\n").as_bytes())
 }
 
@@ -340,7 +393,9 @@ struct AttachState {
 }
 
 async fn inspect_for_attach(client: &Client, name: &str) -> Result<AttachInfo> {
-    client.get_json(&format!("/containers/{}/json", enc_path(name))).await
+    client
+        .get_json(&format!("/containers/{}/json", enc_path(name)))
+        .await
 }
 
 /// `berth start`.
@@ -348,7 +403,11 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
     if !(a.attach || a.interactive) {
         let mut failed = Vec::new();
         for c in &a.containers {
-            match ctx.client.call(Method::POST, &format!("/containers/{}/start", enc_path(c))).await {
+            match ctx
+                .client
+                .call(Method::POST, &format!("/containers/{}/start", enc_path(c)))
+                .await
+            {
                 Ok(_) => print_out(format!("{c}\n").as_bytes())?,
                 Err(e) => {
                     eprintln!("{e:#}");
@@ -375,13 +434,27 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
         stderr: true,
         tty: info.config.tty,
     };
-    let keys = a.detach_keys.clone().or_else(|| docker_config_string(ctx, "detachKeys"));
+    let keys = a
+        .detach_keys
+        .clone()
+        .or_else(|| docker_config_string(ctx, "detachKeys"));
     let escape = stream::escape_for(streams, keys.as_deref())?;
     let q = attach_query(streams.stdin, true, true, keys.as_deref());
-    let conn = ctx.client.hijack(Method::POST, &format!("/containers/{id}/attach{q}"), None).await?;
-    let mut raw = if streams.tty && streams.stdin { Some(RawMode::enable()?) } else { None };
+    let conn = ctx
+        .client
+        .hijack(Method::POST, &format!("/containers/{id}/attach{q}"), None)
+        .await?;
+    let mut raw = if streams.tty && streams.stdin {
+        Some(RawMode::enable()?)
+    } else {
+        None
+    };
     let wait = begin_wait(&ctx.client, &id, info.host_config.auto_remove).await;
-    if let Err(e) = ctx.client.call(Method::POST, &format!("/containers/{id}/start")).await {
+    if let Err(e) = ctx
+        .client
+        .call(Method::POST, &format!("/containers/{id}/start"))
+        .await
+    {
         drop(conn);
         if let Some(r) = raw.as_mut() {
             r.restore();
@@ -434,16 +507,29 @@ pub async fn attach(ctx: &Ctx, a: AttachArgs) -> Result<()> {
     if a.sig_proxy && !info.config.tty {
         stream::proxy_signals(ctx.client.clone(), id.clone());
     }
-    let keys = a.detach_keys.clone().or_else(|| docker_config_string(ctx, "detachKeys"));
+    let keys = a
+        .detach_keys
+        .clone()
+        .or_else(|| docker_config_string(ctx, "detachKeys"));
     let escape = stream::escape_for(streams, keys.as_deref())?;
     let q = attach_query(streams.stdin, true, true, keys.as_deref());
-    let conn = ctx.client.hijack(Method::POST, &format!("/containers/{id}/attach{q}"), None).await?;
-    let mut raw = if streams.tty && streams.stdin { Some(RawMode::enable()?) } else { None };
+    let conn = ctx
+        .client
+        .hijack(Method::POST, &format!("/containers/{id}/attach{q}"), None)
+        .await?;
+    let mut raw = if streams.tty && streams.stdin {
+        Some(RawMode::enable()?)
+    } else {
+        None
+    };
     if streams.tty && stream::stdout_is_tty() {
         stream::monitor_tty_size(ctx.client.clone(), format!("/containers/{id}"));
     }
     // The exit code comes from a plain wait, registered while the container still runs.
-    let wait = ctx.client.call(Method::POST, &format!("/containers/{id}/wait")).await;
+    let wait = ctx
+        .client
+        .call(Method::POST, &format!("/containers/{id}/wait"))
+        .await;
     let pumped = stream::pump(conn, streams, escape).await;
     if let Some(r) = raw.as_mut() {
         r.restore();
@@ -468,7 +554,10 @@ mod tests {
             let e = to_status_error(anyhow!("Error response from daemon: {msg}"), "run");
             e.downcast_ref::<StatusError>().unwrap().code
         };
-        assert_eq!(code("exec: \"nope\": executable file not found in $PATH"), 127);
+        assert_eq!(
+            code("exec: \"nope\": executable file not found in $PATH"),
+            127
+        );
         assert_eq!(code("exec /bin/x: no such file or directory"), 127);
         assert_eq!(code("exec /etc: permission denied"), 126);
         assert_eq!(code("something else"), 125);
@@ -498,7 +587,8 @@ mod tests {
 
     #[tokio::test]
     async fn attached_run_follows_docker_sequence_and_exit_code() {
-        let frame = berth_api::stdcopy::encode(berth_api::stdcopy::StdStream::Stderr, b"attached output\n");
+        let frame =
+            berth_api::stdcopy::encode(berth_api::stdcopy::StdStream::Stderr, b"attached output\n");
         let script = Script::new(frame, 3);
         let fake = FakeDaemon::start(script.clone());
         let cfg = tempfile::tempdir().unwrap();
@@ -522,7 +612,16 @@ mod tests {
         let fake = FakeDaemon::start(script.clone());
         let cfg = tempfile::tempdir().unwrap();
         let ctx = fake.ctx(cfg.path());
-        assert_eq!(code_of(run_cli(&ctx, &["run", "-d", "--name", "web", "busybox", "sleep", "1"]).await), 0);
+        assert_eq!(
+            code_of(
+                run_cli(
+                    &ctx,
+                    &["run", "-d", "--name", "web", "busybox", "sleep", "1"]
+                )
+                .await
+            ),
+            0
+        );
         assert_eq!(
             script.requests(),
             vec![
@@ -540,11 +639,24 @@ mod tests {
         let fake = FakeDaemon::start(script.clone());
         let cfg = tempfile::tempdir().unwrap();
         let ctx = fake.ctx(cfg.path());
-        assert_eq!(code_of(run_cli(&ctx, &["create", "-q", "busybox"]).await), 0);
+        assert_eq!(
+            code_of(run_cli(&ctx, &["create", "-q", "busybox"]).await),
+            0
+        );
         let reqs = script.requests();
         let pull = "POST /v1.44/images/create?fromImage=docker.io%2Flibrary%2Fbusybox&tag=latest";
-        assert_eq!(reqs, vec!["POST /v1.44/containers/create", pull, "POST /v1.44/containers/create"]);
-        assert_eq!(script.headers.lock().unwrap().get(pull).map(String::as_str), Some("e30="));
+        assert_eq!(
+            reqs,
+            vec![
+                "POST /v1.44/containers/create",
+                pull,
+                "POST /v1.44/containers/create"
+            ]
+        );
+        assert_eq!(
+            script.headers.lock().unwrap().get(pull).map(String::as_str),
+            Some("e30=")
+        );
     }
 
     #[tokio::test]
@@ -557,22 +669,59 @@ mod tests {
         server.write_all(&wire).await.unwrap();
         server.shutdown().await.unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let streams = Streams { stdin: false, stdout: true, stderr: true, tty: false };
-        stream::pump_to(client, streams, None, stream::Sinks { out: &mut out, err: &mut err }).await.unwrap();
-        assert_eq!((out.as_slice(), err.as_slice()), (&b"hello\n"[..], &b"oops\n"[..]));
+        let streams = Streams {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        stream::pump_to(
+            client,
+            streams,
+            None,
+            stream::Sinks {
+                out: &mut out,
+                err: &mut err,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (out.as_slice(), err.as_slice()),
+            (&b"hello\n"[..], &b"oops\n"[..])
+        );
         let (mut server, client) = tokio::io::duplex(1024);
         server.write_all(b"\x01raw tty\r\n").await.unwrap();
         drop(server);
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let streams = Streams { tty: true, ..streams };
-        stream::pump_to(client, streams, None, stream::Sinks { out: &mut out, err: &mut err }).await.unwrap();
+        let streams = Streams {
+            tty: true,
+            ..streams
+        };
+        stream::pump_to(
+            client,
+            streams,
+            None,
+            stream::Sinks {
+                out: &mut out,
+                err: &mut err,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(out, b"\x01raw tty\r\n");
         assert!(err.is_empty());
     }
 
     #[test]
     fn attach_queries() {
-        assert_eq!(attach_query(false, true, true, None), "?stream=1&stdout=1&stderr=1");
-        assert_eq!(attach_query(true, true, false, Some("ctrl-x")), "?stream=1&stdin=1&stdout=1&detachKeys=ctrl-x");
+        assert_eq!(
+            attach_query(false, true, true, None),
+            "?stream=1&stdout=1&stderr=1"
+        );
+        assert_eq!(
+            attach_query(true, true, false, Some("ctrl-x")),
+            "?stream=1&stdin=1&stdout=1&detachKeys=ctrl-x"
+        );
     }
 }

@@ -47,11 +47,20 @@ pub fn stdout_is_tty() -> bool {
 
 /// The size of the terminal on stdout as (rows, columns); (0, 0) when not a terminal.
 pub fn stdout_size() -> (u16, u16) {
-    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ writes a `winsize` into the pointed-to struct, which lives for the
     // duration of the call; fd 1 is only read.
     let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    if rc != 0 { (0, 0) } else { (ws.ws_row, ws.ws_col) }
+    if rc != 0 {
+        (0, 0)
+    } else {
+        (ws.ws_row, ws.ws_col)
+    }
 }
 
 /// Puts stdin in raw mode until [`RawMode::restore`] (or drop).
@@ -66,12 +75,15 @@ impl RawMode {
         if !is_tty(stdin.as_fd()) {
             return Ok(RawMode { original: None });
         }
-        let original = termios::tcgetattr(stdin.as_fd()).map_err(|e| anyhow!("reading terminal settings: {e}"))?;
+        let original = termios::tcgetattr(stdin.as_fd())
+            .map_err(|e| anyhow!("reading terminal settings: {e}"))?;
         let mut raw = original.clone();
         termios::cfmakeraw(&mut raw);
         termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)
             .map_err(|e| anyhow!("setting the terminal to raw mode: {e}"))?;
-        Ok(RawMode { original: Some(original) })
+        Ok(RawMode {
+            original: Some(original),
+        })
     }
 
     /// Restores the saved terminal settings.
@@ -121,7 +133,12 @@ pub struct Sinks<'a> {
     pub err: &'a mut dyn Write,
 }
 
-fn write_local(sinks: &mut Sinks<'_>, stream: StdStream, data: &[u8], streams: Streams) -> std::io::Result<()> {
+fn write_local(
+    sinks: &mut Sinks<'_>,
+    stream: StdStream,
+    data: &[u8],
+    streams: Streams,
+) -> std::io::Result<()> {
     match stream {
         StdStream::Stderr if streams.stderr => {
             sinks.err.write_all(data)?;
@@ -181,7 +198,10 @@ pub struct EscapeProxy {
 impl EscapeProxy {
     /// A proxy for the given key sequence.
     pub fn new(keys: Vec<u8>) -> EscapeProxy {
-        EscapeProxy { keys, held: Vec::new() }
+        EscapeProxy {
+            keys,
+            held: Vec::new(),
+        }
     }
 
     /// Returns the bytes to forward, and whether the full sequence was typed.
@@ -224,7 +244,16 @@ pub fn escape_for(streams: Streams, configured: Option<&str>) -> Result<Option<E
 pub async fn pump(conn: Hijacked, streams: Streams, escape: Option<EscapeProxy>) -> Result<Ended> {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
-    pump_to(conn, streams, escape, Sinks { out: &mut out, err: &mut err }).await
+    pump_to(
+        conn,
+        streams,
+        escape,
+        Sinks {
+            out: &mut out,
+            err: &mut err,
+        },
+    )
+    .await
 }
 
 /// Copies the connection's output to the sinks and local stdin to the connection.
@@ -272,7 +301,9 @@ where
             let n = match rd.read(&mut buf).await {
                 Ok(0) => return Ok(Ended::Closed),
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(Ended::Closed),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Ok(Ended::Closed);
+                }
                 Err(e) => return Err(anyhow!("reading the attached stream: {e}")),
             };
             if streams.tty {
@@ -300,7 +331,9 @@ async fn resize(client: &Client, path: &str) -> Result<()> {
     if h == 0 && w == 0 {
         return Ok(());
     }
-    client.call(Method::POST, &format!("{path}/resize?h={h}&w={w}")).await?;
+    client
+        .call(Method::POST, &format!("{path}/resize?h={h}&w={w}"))
+        .await?;
     Ok(())
 }
 
@@ -321,7 +354,9 @@ pub fn monitor_tty_size(client: Arc<Client>, path: String) {
                 eprintln!("failed to resize tty, using default size");
             }
         }
-        let Ok(mut winch) = signal(SignalKind::window_change()) else { return };
+        let Ok(mut winch) = signal(SignalKind::window_change()) else {
+            return;
+        };
         while winch.recv().await.is_some() {
             let _ = resize(&client, &path).await;
         }
@@ -359,7 +394,10 @@ mod tests {
     #[test]
     fn detach_keys_parse_like_moby() {
         assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), vec![16, 17]);
-        assert_eq!(parse_detach_keys("a,ctrl-@,ctrl-[").unwrap(), vec![b'a', 0, 27]);
+        assert_eq!(
+            parse_detach_keys("a,ctrl-@,ctrl-[").unwrap(),
+            vec![b'a', 0, 27]
+        );
         assert!(parse_detach_keys("ctrl-1").is_err());
         assert!(parse_detach_keys("ab").is_err());
     }

@@ -91,12 +91,22 @@ fn pretty_event(ev: &serde_json::Value) -> String {
         line.push(' ');
     }
     let field = |k: &str| ev[k].as_str().unwrap_or("").to_string();
-    line.push_str(&format!("{} {} {}", field("Type"), field("Action"), ev["Actor"]["ID"].as_str().unwrap_or("")));
-    if let Some(attrs) = ev["Actor"]["Attributes"].as_object().filter(|a| !a.is_empty()) {
+    line.push_str(&format!(
+        "{} {} {}",
+        field("Type"),
+        field("Action"),
+        ev["Actor"]["ID"].as_str().unwrap_or("")
+    ));
+    if let Some(attrs) = ev["Actor"]["Attributes"]
+        .as_object()
+        .filter(|a| !a.is_empty())
+    {
         let mut pairs: Vec<(&String, &serde_json::Value)> = attrs.iter().collect();
         pairs.sort_by(|a, b| a.0.cmp(b.0));
-        let joined: Vec<String> =
-            pairs.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+        let joined: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect();
         line.push_str(&format!(" ({})", joined.join(", ")));
     }
     line.push('\n');
@@ -148,7 +158,10 @@ pub async fn events(ctx: &Ctx, a: EventsArgs) -> Result<()> {
     };
     let compiled = match &format {
         Some(f) => Some(template::compile(f, false).map_err(|e| {
-            anyhow::Error::new(StatusError { code: 64, message: Some(format!("Error parsing format: {e:#}")) })
+            anyhow::Error::new(StatusError {
+                code: 64,
+                message: Some(format!("Error parsing format: {e:#}")),
+            })
         })?),
         None => None,
     };
@@ -165,7 +178,10 @@ pub async fn events(ctx: &Ctx, a: EventsArgs) -> Result<()> {
     if !filters.is_empty() {
         q.push(("filters", filters.to_json()));
     }
-    let resp = ctx.client.call(Method::GET, &format!("/events{}", query(&q))).await?;
+    let resp = ctx
+        .client
+        .call(Method::GET, &format!("/events{}", query(&q)))
+        .await?;
     let mut decoder = JsonStream::default();
     for_each_chunk(resp, |chunk| {
         for raw in decoder.feed::<Box<RawValue>>(chunk)? {
@@ -246,7 +262,11 @@ struct DfCache {
 
 fn reclaim(reclaimable: i64, total: i64) -> String {
     if total > 0 {
-        format!("{} ({}%)", human_size(reclaimable as f64), reclaimable * 100 / total)
+        format!(
+            "{} ({}%)",
+            human_size(reclaimable as f64),
+            reclaimable * 100 / total
+        )
     } else {
         human_size(reclaimable as f64)
     }
@@ -277,7 +297,12 @@ fn df_rows(du: &DiskUsage) -> Vec<Value> {
     );
     let active = |c: &DfContainer| matches!(c.state.as_str(), "running" | "paused" | "restarting");
     let ctotal: i64 = du.containers.iter().map(|c| c.size_rw).sum();
-    let creclaim: i64 = du.containers.iter().filter(|c| !active(c)).map(|c| c.size_rw).sum();
+    let creclaim: i64 = du
+        .containers
+        .iter()
+        .filter(|c| !active(c))
+        .map(|c| c.size_rw)
+        .sum();
     let containers = row(
         "Containers",
         du.containers.len(),
@@ -287,7 +312,10 @@ fn df_rows(du: &DiskUsage) -> Vec<Value> {
     );
     let sized = du.volumes.iter().filter(|v| v.usage.size != -1);
     let vtotal: i64 = sized.clone().map(|v| v.usage.size).sum();
-    let vreclaim: i64 = sized.filter(|v| v.usage.ref_count == 0).map(|v| v.usage.size).sum();
+    let vreclaim: i64 = sized
+        .filter(|v| v.usage.ref_count == 0)
+        .map(|v| v.usage.size)
+        .sum();
     let volumes = row(
         "Local Volumes",
         du.volumes.len(),
@@ -295,8 +323,18 @@ fn df_rows(du: &DiskUsage) -> Vec<Value> {
         human_size(vtotal as f64),
         reclaim(vreclaim, vtotal),
     );
-    let bsize: i64 = du.build_cache.iter().filter(|b| !b.shared).map(|b| b.size).sum();
-    let in_use: i64 = du.build_cache.iter().filter(|b| b.in_use && !b.shared).map(|b| b.size).sum();
+    let bsize: i64 = du
+        .build_cache
+        .iter()
+        .filter(|b| !b.shared)
+        .map(|b| b.size)
+        .sum();
+    let in_use: i64 = du
+        .build_cache
+        .iter()
+        .filter(|b| b.in_use && !b.shared)
+        .map(|b| b.size)
+        .sum();
     let cache = row(
         "Build Cache",
         du.build_cache.len(),
@@ -312,12 +350,15 @@ pub async fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {
     if a.verbose {
         let raw = ctx.client.call_bytes(Method::GET, "/system/df").await?;
         let v: serde_json::Value = serde_json::from_slice(&raw)?;
-        let out = super::inspect::render_list(&[bytes::Bytes::from(serde_json::to_vec(&v)?)], false);
+        let out =
+            super::inspect::render_list(&[bytes::Bytes::from(serde_json::to_vec(&v)?)], false);
         return print_out(out.as_bytes());
     }
     let du: DiskUsage = ctx.client.get_json("/system/df").await?;
     let format = match a.format.as_deref() {
-        None | Some("") | Some("table") => "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+        None | Some("") | Some("table") => {
+            "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
+        }
         Some("json") => "{{json .}}",
         Some(f) => f,
     };
@@ -364,7 +405,9 @@ pub async fn prune(ctx: &Ctx, a: SystemPruneArgs) -> Result<()> {
         bail!("ERROR: The \"until\" filter is not supported with \"--volumes\"");
     }
     if !a.force {
-        let mut msg = String::from("WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container");
+        let mut msg = String::from(
+            "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container",
+        );
         if a.volumes {
             msg.push_str("\n  - all anonymous volumes not used by at least one container");
         }
@@ -373,13 +416,23 @@ pub async fn prune(ctx: &Ctx, a: SystemPruneArgs) -> Result<()> {
         } else {
             "\n  - all dangling images"
         });
-        msg.push_str(if a.all { "\n  - all build cache" } else { "\n  - unused build cache" });
+        msg.push_str(if a.all {
+            "\n  - all build cache"
+        } else {
+            "\n  - unused build cache"
+        });
         let mut shown: Vec<String> = Vec::new();
         for name in ["label", "label!", "until"] {
             shown.extend(filters.get(name).iter().map(|v| format!("{name}={v}")));
         }
         if !shown.is_empty() {
-            shown.sort_by(|x, y| if super::container::natural_less(x, y) { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater });
+            shown.sort_by(|x, y| {
+                if super::container::natural_less(x, y) {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+            });
             msg.push_str("\n\n  Items to be pruned will be filtered with:");
             for f in &shown {
                 msg.push_str(&format!("\n  - {f}"));
@@ -390,7 +443,11 @@ pub async fn prune(ctx: &Ctx, a: SystemPruneArgs) -> Result<()> {
             return Ok(());
         }
     }
-    let fq = if filters.is_empty() { String::new() } else { query(&[("filters", filters.to_json())]) };
+    let fq = if filters.is_empty() {
+        String::new()
+    } else {
+        query(&[("filters", filters.to_json())])
+    };
     let mut out = String::new();
     let mut total: u64 = 0;
     let mut emit = |text: String, space: u64| {
@@ -402,11 +459,23 @@ pub async fn prune(ctx: &Ctx, a: SystemPruneArgs) -> Result<()> {
     };
     let (space, text) = super::container::prune_containers(ctx, &filters).await?;
     emit(text, space);
-    let nets: PruneReply = serde_json::from_slice(&ctx.client.call_bytes(Method::POST, &format!("/networks/prune{fq}")).await?)?;
+    let nets: PruneReply = serde_json::from_slice(
+        &ctx.client
+            .call_bytes(Method::POST, &format!("/networks/prune{fq}"))
+            .await?,
+    )?;
     emit(listing("Deleted Networks", &nets.networks), 0);
     if a.volumes {
-        let vols: PruneReply = serde_json::from_slice(&ctx.client.call_bytes(Method::POST, &format!("/volumes/prune{fq}")).await?)?;
-        let space = if vols.volumes.is_empty() { 0 } else { vols.space };
+        let vols: PruneReply = serde_json::from_slice(
+            &ctx.client
+                .call_bytes(Method::POST, &format!("/volumes/prune{fq}"))
+                .await?,
+        )?;
+        let space = if vols.volumes.is_empty() {
+            0
+        } else {
+            vols.space
+        };
         emit(listing("Deleted Volumes", &vols.volumes), space);
     }
     let (space, text) = super::image::prune_images(ctx, filters.clone(), a.all).await?;
@@ -415,29 +484,62 @@ pub async fn prune(ctx: &Ctx, a: SystemPruneArgs) -> Result<()> {
     if a.all {
         bq.push(("all", "1".to_string()));
     }
-    bq.push(("filters", if filters.is_empty() { String::new() } else { filters.to_json() }));
-    let cache: PruneReply = serde_json::from_slice(&ctx.client.call_bytes(Method::POST, &format!("/build/prune{}", query(&bq))).await?)?;
-    emit(listing("Deleted build cache objects", &cache.caches), cache.space);
-    out.push_str(&format!("Total reclaimed space: {}\n", human_size(total as f64)));
+    bq.push((
+        "filters",
+        if filters.is_empty() {
+            String::new()
+        } else {
+            filters.to_json()
+        },
+    ));
+    let cache: PruneReply = serde_json::from_slice(
+        &ctx.client
+            .call_bytes(Method::POST, &format!("/build/prune{}", query(&bq)))
+            .await?,
+    )?;
+    emit(
+        listing("Deleted build cache objects", &cache.caches),
+        cache.space,
+    );
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        human_size(total as f64)
+    ));
     print_out(out.as_bytes())
 }
 
 /// Whether the generic inspect may try the next object type after this error.
 fn skippable(err: &anyhow::Error) -> bool {
     let msg = format!("{err:#}");
-    client::is_not_found(err) || msg.contains("not supported") || msg.contains("invalid reference format")
+    client::is_not_found(err)
+        || msg.contains("not supported")
+        || msg.contains("invalid reference format")
 }
 
 /// `berth inspect`: tries container, image, network, volume and plugin in turn (or only
 /// `--type`).
 pub async fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<()> {
-    const TYPES: [&str; 10] = ["config", "container", "image", "network", "node", "plugin", "secret", "service", "task", "volume"];
+    const TYPES: [&str; 10] = [
+        "config",
+        "container",
+        "image",
+        "network",
+        "node",
+        "plugin",
+        "secret",
+        "service",
+        "task",
+        "volume",
+    ];
     if let Some(t) = &a.typ {
         if t.is_empty() {
             bail!("type is empty: must be one of \"{}\"", TYPES.join("\", \""));
         }
         if !TYPES.contains(&t.as_str()) {
-            bail!("unknown type: {t:?}: must be one of \"{}\"", TYPES.join("\", \""));
+            bail!(
+                "unknown type: {t:?}: must be one of \"{}\"",
+                TYPES.join("\", \"")
+            );
         }
     }
     let size = a.size;
@@ -447,7 +549,10 @@ pub async fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<()> {
         async move {
             let n = enc_path(&name);
             let candidates: Vec<(&str, String)> = vec![
-                ("container", format!("/containers/{n}/json{}", if size { "?size=1" } else { "" })),
+                (
+                    "container",
+                    format!("/containers/{n}/json{}", if size { "?size=1" } else { "" }),
+                ),
                 ("image", format!("/images/{n}/json")),
                 ("network", format!("/networks/{n}")),
                 ("volume", format!("/volumes/{n}")),
@@ -461,7 +566,9 @@ pub async fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<()> {
             for (kind, path) in candidates {
                 match &typ {
                     Some(t) if t != kind => continue,
-                    None if matches!(kind, "service" | "task" | "node" | "secret" | "config") => continue,
+                    None if matches!(kind, "service" | "task" | "node" | "secret" | "config") => {
+                        continue;
+                    }
                     _ => {}
                 }
                 match ctx.client.call_bytes(Method::GET, &path).await {
@@ -494,9 +601,14 @@ mod tests {
         let cfg = tempfile::tempdir().unwrap();
         let ctx = fake.ctx(cfg.path());
         let cli = crate::Cli::try_parse_from(["berth", "inspect", "nosuch"]).unwrap();
-        let err = super::super::dispatch(&ctx, cli.command.unwrap()).await.unwrap_err();
+        let err = super::super::dispatch(&ctx, cli.command.unwrap())
+            .await
+            .unwrap_err();
         let status = err.downcast_ref::<StatusError>().unwrap();
-        assert_eq!((status.code, status.message.as_deref()), (1, Some("Error: No such object: nosuch")));
+        assert_eq!(
+            (status.code, status.message.as_deref()),
+            (1, Some("Error: No such object: nosuch"))
+        );
         assert_eq!(
             script.requests(),
             vec![
@@ -517,7 +629,10 @@ mod tests {
             "scope": "local", "time": 1_700_000_000, "timeNano": 1_700_000_000_123_456_789i64
         });
         let line = pretty_event(&ev);
-        assert!(line.ends_with(" container create abc (image=alpine, name=evt)\n"), "{line}");
+        assert!(
+            line.ends_with(" container create abc (image=alpine, name=evt)\n"),
+            "{line}"
+        );
         assert!(line.contains(".123456789"), "{line}");
     }
 
@@ -528,9 +643,21 @@ mod tests {
             "Containers": [{"State": "exited", "SizeRw": 0}], "Volumes": [], "BuildCache": null
         }))
         .unwrap();
-        let header = map_of([("Type", s("TYPE")), ("TotalCount", s("TOTAL")), ("Active", s("ACTIVE")), ("Size", s("SIZE")), ("Reclaimable", s("RECLAIMABLE"))]);
+        let header = map_of([
+            ("Type", s("TYPE")),
+            ("TotalCount", s("TOTAL")),
+            ("Active", s("ACTIVE")),
+            ("Size", s("SIZE")),
+            ("Reclaimable", s("RECLAIMABLE")),
+        ]);
         let mut out = Vec::new();
-        write_list(&mut out, "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}", &header, df_rows(&du)).unwrap();
+        write_list(
+            &mut out,
+            "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+            &header,
+            df_rows(&du),
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "TYPE            TOTAL     ACTIVE    SIZE      RECLAIMABLE\n\
@@ -540,5 +667,4 @@ mod tests {
              Build Cache     0         0         0B        0B\n"
         );
     }
-
 }

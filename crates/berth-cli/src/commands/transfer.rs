@@ -128,7 +128,10 @@ pub async fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
     let req = ctx
         .client
         .request(Method::POST, &format!("/images/create{}", query(&q)))
-        .header("X-Registry-Auth", super::registry::encoded_auth(ctx, &r.auth_key()))
+        .header(
+            "X-Registry-Auth",
+            super::registry::encoded_auth(ctx, &r.auth_key()),
+        )
         .body(client::empty())?;
     let resp = ctx.client.send(req).await?;
     let mut stdout = std::io::stdout();
@@ -152,8 +155,14 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
     }
     let req = ctx
         .client
-        .request(Method::POST, &format!("/images/{}/push{}", enc_path(&r.name()), query(&q)))
-        .header("X-Registry-Auth", super::registry::encoded_auth(ctx, &r.auth_key()))
+        .request(
+            Method::POST,
+            &format!("/images/{}/push{}", enc_path(&r.name()), query(&q)),
+        )
+        .header(
+            "X-Registry-Auth",
+            super::registry::encoded_auth(ctx, &r.auth_key()),
+        )
         .body(client::empty())?;
     let resp = ctx.client.send(req).await?;
     let mut stdout = std::io::stdout();
@@ -175,7 +184,10 @@ pub async fn save(ctx: &Ctx, a: SaveArgs) -> Result<()> {
     if let Some(p) = &a.platform {
         q.push(("platform", p.clone()));
     }
-    let resp = ctx.client.call(Method::GET, &format!("/images/get{}", query(&q))).await?;
+    let resp = ctx
+        .client
+        .call(Method::GET, &format!("/images/get{}", query(&q)))
+        .await?;
     super::container::save_stream(resp, a.output.as_deref()).await
 }
 
@@ -183,7 +195,9 @@ pub async fn save(ctx: &Ctx, a: SaveArgs) -> Result<()> {
 pub async fn load(ctx: &Ctx, a: LoadArgs) -> Result<()> {
     let body = match &a.input {
         Some(path) => {
-            let f = tokio::fs::File::open(path).await.with_context(|| format!("open {path}"))?;
+            let f = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("open {path}"))?;
             client::streamed(f)
         }
         None => {
@@ -225,7 +239,11 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
         Reference::parse(r)?;
     }
     let is_url = a.source.starts_with("http://") || a.source.starts_with("https://");
-    let from_src = if is_url { a.source.clone() } else { "-".to_string() };
+    let from_src = if is_url {
+        a.source.clone()
+    } else {
+        "-".to_string()
+    };
     let mut q = vec![("fromSrc", from_src)];
     if let Some(r) = &a.reference {
         q.push(("repo", r.clone()));
@@ -244,7 +262,9 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
     } else if a.source == "-" {
         client::streamed(tokio::io::stdin())
     } else {
-        let f = tokio::fs::File::open(&a.source).await.with_context(|| format!("open {}", a.source))?;
+        let f = tokio::fs::File::open(&a.source)
+            .await
+            .with_context(|| format!("open {}", a.source))?;
         client::streamed(f)
     };
     let req = ctx
@@ -271,7 +291,10 @@ mod tests {
         let mut out = String::new();
         let r = resolve("busybox:1.36", false, false, &mut out).unwrap();
         assert!(out.is_empty());
-        assert_eq!((r.name(), r.api_tag()), ("docker.io/library/busybox".into(), "1.36".into()));
+        assert_eq!(
+            (r.name(), r.api_tag()),
+            ("docker.io/library/busybox".into(), "1.36".into())
+        );
         assert!(resolve("busybox:1", true, false, &mut String::new()).is_err());
         let r = resolve("busybox", true, false, &mut String::new()).unwrap();
         assert_eq!(r.api_tag(), "");

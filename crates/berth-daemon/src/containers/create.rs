@@ -26,10 +26,15 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 
 impl Daemon {
     /// Creates a container; returns its ID and warnings.
-    pub async fn create_container(&self, req: CreateRequest) -> ServiceResult<(String, Vec<String>)> {
+    pub async fn create_container(
+        &self,
+        req: CreateRequest,
+    ) -> ServiceResult<(String, Vec<String>)> {
         let image_ref = req.config.image.clone().unwrap_or_default();
         if image_ref.is_empty() {
-            return Err(ServiceError::invalid("config cannot be empty in order to create a container"));
+            return Err(ServiceError::invalid(
+                "config cannot be empty in order to create a container",
+            ));
         }
         let store = self.store.clone();
         let lookup = image_ref.clone();
@@ -42,14 +47,20 @@ impl Daemon {
             }
             _ => generate_name(&id),
         };
-        let hostname_given = req.config.hostname.as_deref().is_some_and(|h| !h.is_empty());
+        let hostname_given = req
+            .config
+            .hostname
+            .as_deref()
+            .is_some_and(|h| !h.is_empty());
         let config = merge_config(req.config, &image, &id)?;
         let mut host_config = req.host_config;
         validate_host_config(&mut host_config, &self.config.runtimes)?;
         let mut config = config;
         if host_config.network_mode.as_deref() == Some("host") && !hostname_given {
             // Sharing the host's network means sharing its name too, as Docker does.
-            config.hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+            config.hostname = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok());
         }
         let words: Vec<String> = config
             .entrypoint
@@ -95,7 +106,8 @@ impl Daemon {
         let dir = self.container_dir(&record.id);
         let id = record.id.clone();
         let image_id = berth_store::digest::Digest::parse(&record.image_id)?;
-        let bytes = serde_json::to_vec(record).map_err(|e| ServiceError::internal(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(record).map_err(|e| ServiceError::internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || -> ServiceResult<()> {
             std::fs::create_dir_all(&dir)?;
             let prepared = store
@@ -130,13 +142,19 @@ impl Daemon {
     ) {
         let (image, name, labels) = {
             let r = container.record();
-            (r.config.image.clone().unwrap_or_default(), r.name.clone(), r.config.labels.clone())
+            (
+                r.config.image.clone().unwrap_or_default(),
+                r.name.clone(),
+                r.config.labels.clone(),
+            )
         };
-        let mut attributes: HashMap<String, String> = labels.unwrap_or_default().into_iter().collect();
+        let mut attributes: HashMap<String, String> =
+            labels.unwrap_or_default().into_iter().collect();
         attributes.insert("image".into(), image);
         attributes.insert("name".into(), name);
         attributes.extend(extra.drain());
-        self.events.publish("container", action, &container.id, attributes);
+        self.events
+            .publish("container", action, &container.id, attributes);
     }
 
     /// Renames a container.
@@ -146,7 +164,9 @@ impl Daemon {
         validate_name(new_name)?;
         let old = container.record().name.clone();
         if old == new_name {
-            return Err(ServiceError::invalid("Renaming a container with the same name as its current name"));
+            return Err(ServiceError::invalid(
+                "Renaming a container with the same name as its current name",
+            ));
         }
         self.containers.rename(&container.id, &old, new_name)?;
         container.record().name = new_name.to_string();
@@ -172,7 +192,11 @@ fn merge_config(
     let entrypoint_given = config.entrypoint.is_some();
     if !entrypoint_given {
         config.entrypoint = image_config.entrypoint().clone();
-    } else if config.entrypoint.as_ref().is_some_and(|e| e.iter().all(String::is_empty)) {
+    } else if config
+        .entrypoint
+        .as_ref()
+        .is_some_and(|e| e.iter().all(String::is_empty))
+    {
         // `--entrypoint ""` clears the image's entrypoint.
         config.entrypoint = None;
     }
@@ -192,7 +216,11 @@ fn merge_config(
     if config.working_dir.as_deref().is_none_or(str::is_empty) {
         config.working_dir = image_config.working_dir().clone().filter(|w| !w.is_empty());
     }
-    if config.working_dir.as_deref().is_some_and(|w| !w.starts_with('/')) {
+    if config
+        .working_dir
+        .as_deref()
+        .is_some_and(|w| !w.starts_with('/'))
+    {
         return Err(ServiceError::invalid(format!(
             "the working directory '{}' is invalid, it needs to be an absolute path",
             config.working_dir.unwrap_or_default()
@@ -201,8 +229,12 @@ fn merge_config(
     if config.user.as_deref().is_none_or(str::is_empty) {
         config.user = image_config.user().clone();
     }
-    let mut labels: HashMap<String, String> =
-        image_config.labels().clone().unwrap_or_default().into_iter().collect();
+    let mut labels: HashMap<String, String> = image_config
+        .labels()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     labels.extend(config.labels.take().unwrap_or_default());
     config.labels = Some(labels);
     if config.stop_signal.as_deref().is_none_or(str::is_empty) {
@@ -247,7 +279,9 @@ fn validate_host_config(
     host.network_mode = Some(mode);
     if let Some(rt) = host.runtime.as_deref().filter(|r| !r.is_empty()) {
         if rt != crate::config::BUILTIN_RUNTIME && !runtimes.contains_key(rt) {
-            return Err(ServiceError::invalid(format!("unknown or invalid runtime name: {rt}")));
+            return Err(ServiceError::invalid(format!(
+                "unknown or invalid runtime name: {rt}"
+            )));
         }
     }
     let log = host.log_config.get_or_insert_with(Default::default);
@@ -260,10 +294,11 @@ fn validate_host_config(
         }
     }
     log.config.get_or_insert_with(Default::default);
-    host.restart_policy.get_or_insert_with(|| berth_api::models::RestartPolicy {
-        name: Some(berth_api::models::RestartPolicyNameEnum::NO),
-        maximum_retry_count: Some(0),
-    });
+    host.restart_policy
+        .get_or_insert_with(|| berth_api::models::RestartPolicy {
+            name: Some(berth_api::models::RestartPolicyNameEnum::NO),
+            maximum_retry_count: Some(0),
+        });
     Ok(())
 }
 
@@ -297,7 +332,8 @@ pub(crate) fn random_id() -> String {
 fn generate_name(id: &str) -> String {
     const LEFT: &[&str] = &[
         "brave", "calm", "clever", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid",
-        "merry", "nimble", "proud", "quiet", "sharp", "steady", "swift", "tender", "vivid", "witty",
+        "merry", "nimble", "proud", "quiet", "sharp", "steady", "swift", "tender", "vivid",
+        "witty",
     ];
     const RIGHT: &[&str] = &[
         "anchor", "beacon", "buoy", "capstan", "compass", "dory", "ferry", "galley", "harbor",

@@ -44,7 +44,9 @@ impl WaitCondition {
             "" | "not-running" => Ok(WaitCondition::NotRunning),
             "next-exit" => Ok(WaitCondition::NextExit),
             "removed" => Ok(WaitCondition::Removed),
-            other => Err(ServiceError::invalid(format!("invalid condition: \"{other}\""))),
+            other => Err(ServiceError::invalid(format!(
+                "invalid condition: \"{other}\""
+            ))),
         }
     }
 }
@@ -75,7 +77,10 @@ impl Daemon {
             Ok(_) => {}
             Err(TransitionError::AlreadyThere) => return Err(ServiceError::not_modified()),
             Err(TransitionError::Illegal(why)) => {
-                return Err(ServiceError::conflict(format!("container {} {why}", container.id)));
+                return Err(ServiceError::conflict(format!(
+                    "container {} {why}",
+                    container.id
+                )));
             }
         }
         let result = self.launch(&container).await;
@@ -100,10 +105,17 @@ impl Daemon {
                 return Err(start_error(e));
             }
         };
-        let pending: Vec<AttachRequest> =
-            std::mem::take(&mut *container.pending_attaches.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending: Vec<AttachRequest> = std::mem::take(
+            &mut *container
+                .pending_attaches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         for req in pending {
-            let attached = shim.attach(req.stdin, req.stdout, req.stderr).await.map_err(Into::into);
+            let attached = shim
+                .attach(req.stdin, req.stdout, req.stderr)
+                .await
+                .map_err(Into::into);
             let _ = req.reply.send(attached);
         }
         if let Err(e) = shim.start().await {
@@ -150,8 +162,12 @@ impl Daemon {
     }
 
     fn fail_pending_attaches(&self, container: &Container, error: &ServiceError) {
-        let pending: Vec<AttachRequest> =
-            std::mem::take(&mut *container.pending_attaches.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending: Vec<AttachRequest> = std::mem::take(
+            &mut *container
+                .pending_attaches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         for req in pending {
             let _ = req.reply.send(Err(error.clone()));
         }
@@ -193,7 +209,11 @@ impl Daemon {
             );
             r.host_config.auto_remove.unwrap_or(false)
         };
-        let shim = container.shim.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let shim = container
+            .shim
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(shim) = shim {
             if let Err(e) = shim.delete().await {
                 tracing::warn!(container = %container.id, "shim delete failed: {e}");
@@ -233,7 +253,9 @@ impl Daemon {
     pub async fn kill_container(&self, reference: &str, signal: Option<&str>) -> ServiceResult<()> {
         let container = self.containers.get(reference)?;
         let signal = parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("KILL"))?;
-        let Some(shim) = container.shim().filter(|_| container.record().state.status.is_active())
+        let Some(shim) = container
+            .shim()
+            .filter(|_| container.record().state.status.is_active())
         else {
             return Err(ServiceError::conflict(format!(
                 "Cannot kill container: {reference}: container {} is not running",
@@ -296,7 +318,9 @@ impl Daemon {
             watch.wait_for(exited).await.is_ok()
         } else {
             let wait = watch.wait_for(exited);
-            tokio::time::timeout(Duration::from_secs(timeout as u64), wait).await.is_ok()
+            tokio::time::timeout(Duration::from_secs(timeout as u64), wait)
+                .await
+                .is_ok()
         };
         if !graceful {
             if let Some(shim) = container.shim() {
@@ -310,13 +334,21 @@ impl Daemon {
     }
 
     /// Stops (if running) and starts a container again.
-    pub async fn restart_container(&self, reference: &str, timeout: Option<i64>) -> ServiceResult<()> {
+    pub async fn restart_container(
+        &self,
+        reference: &str,
+        timeout: Option<i64>,
+    ) -> ServiceResult<()> {
         let container = self.containers.get(reference)?;
         if container.record().state.status.is_active() {
             self.stop_process(&container, timeout, None).await?;
         }
         match self.start_container(&container.id).await {
-            Ok(()) | Err(ServiceError { kind: crate::error::ErrorKind::NotModified, .. }) => {}
+            Ok(())
+            | Err(ServiceError {
+                kind: crate::error::ErrorKind::NotModified,
+                ..
+            }) => {}
             Err(e) => return Err(e),
         }
         self.container_event(&container, "restart", HashMap::new());
@@ -336,14 +368,19 @@ impl Daemon {
         let start = *watch.borrow();
         Ok(async move {
             let outcome = match condition {
-                WaitCondition::NotRunning => watch.wait_for(|l| !l.active || l.removed).await.map(|l| *l),
-                WaitCondition::NextExit => {
-                    watch.wait_for(|l| l.exits > start.exits || l.removed).await.map(|l| *l)
+                WaitCondition::NotRunning => {
+                    watch.wait_for(|l| !l.active || l.removed).await.map(|l| *l)
                 }
+                WaitCondition::NextExit => watch
+                    .wait_for(|l| l.exits > start.exits || l.removed)
+                    .await
+                    .map(|l| *l),
                 WaitCondition::Removed => watch.wait_for(|l| l.removed).await.map(|l| *l),
             };
             // A dropped sender means the container is gone: report the last code seen.
-            outcome.map(|l| l.exit_code).unwrap_or(watch.borrow().exit_code)
+            outcome
+                .map(|l| l.exit_code)
+                .unwrap_or(watch.borrow().exit_code)
         })
     }
 
@@ -358,20 +395,37 @@ impl Daemon {
         let container = self.containers.get(reference)?;
         let (tx, rx) = oneshot::channel();
         let tty = container.record().config.tty.unwrap_or(false);
-        let req = AttachRequest { stdin, stdout, stderr, reply: tx };
-        match container.shim().filter(|_| container.record().state.status.is_active()) {
+        let req = AttachRequest {
+            stdin,
+            stdout,
+            stderr,
+            reply: tx,
+        };
+        match container
+            .shim()
+            .filter(|_| container.record().state.status.is_active())
+        {
             Some(shim) => {
                 let attached = shim.attach(stdin, stdout, stderr).await.map_err(Into::into);
                 let _ = req.reply.send(attached);
             }
-            None => container.pending_attaches.lock().unwrap_or_else(|p| p.into_inner()).push(req),
+            None => container
+                .pending_attaches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(req),
         }
         self.container_event(&container, "attach", HashMap::new());
         Ok((tty, rx))
     }
 
     /// Resizes a container's TTY.
-    pub async fn resize_container(&self, reference: &str, height: u16, width: u16) -> ServiceResult<()> {
+    pub async fn resize_container(
+        &self,
+        reference: &str,
+        height: u16,
+        width: u16,
+    ) -> ServiceResult<()> {
         let container = self.containers.get(reference)?;
         let Some(shim) = container.shim() else {
             return Err(ServiceError::conflict(format!(
@@ -384,7 +438,12 @@ impl Daemon {
     }
 
     /// Removes a container: refuses a running one unless forced.
-    pub async fn remove_container(&self, reference: &str, force: bool, _volumes: bool) -> ServiceResult<()> {
+    pub async fn remove_container(
+        &self,
+        reference: &str,
+        force: bool,
+        _volumes: bool,
+    ) -> ServiceResult<()> {
         let container = self.containers.get(reference)?;
         if container.record().state.status.is_active() {
             if !force {
@@ -393,7 +452,8 @@ impl Daemon {
                     "cannot remove container \"/{name}\": container is running: stop the container before removing or force remove"
                 )));
             }
-            self.stop_process(&container, Some(0), Some("SIGKILL")).await?;
+            self.stop_process(&container, Some(0), Some("SIGKILL"))
+                .await?;
         }
         let guard = container.op_lock.lock().await;
         {
@@ -401,12 +461,19 @@ impl Daemon {
             match transition(r.state.status, Op::Remove) {
                 Ok(next) => r.state.status = next,
                 Err(TransitionError::Illegal(why)) => {
-                    return Err(ServiceError::conflict(format!("container {}: {why}", container.id)));
+                    return Err(ServiceError::conflict(format!(
+                        "container {}: {why}",
+                        container.id
+                    )));
                 }
                 Err(TransitionError::AlreadyThere) => return Err(ServiceError::not_modified()),
             }
         }
-        let shim = container.shim.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let shim = container
+            .shim
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(shim) = shim {
             let _ = shim.delete().await;
         }
@@ -423,7 +490,12 @@ impl Daemon {
                 match std::fs::remove_dir_all(d) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(ServiceError::internal(format!("cannot remove {}: {e}", d.display()))),
+                    Err(e) => {
+                        return Err(ServiceError::internal(format!(
+                            "cannot remove {}: {e}",
+                            d.display()
+                        )));
+                    }
                 }
             }
             Ok(())
@@ -459,7 +531,9 @@ fn start_error(e: berth_runtime::RuntimeError) -> ServiceError {
 
 /// Docker records 127 for a missing command, 126 for one that cannot be run, else 128.
 fn exit_code_for_start_error(message: &str) -> i64 {
-    if message.contains("executable file not found") || message.contains("no such file or directory") {
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
         127
     } else if message.contains("permission denied") || message.contains("is a directory") {
         126
@@ -483,8 +557,14 @@ mod tests {
 
     #[test]
     fn start_errors_map_to_dockers_codes() {
-        assert_eq!(exit_code_for_start_error("exec: \"x\": executable file not found in $PATH"), 127);
-        assert_eq!(exit_code_for_start_error("exec: \"/etc/passwd\": permission denied"), 126);
+        assert_eq!(
+            exit_code_for_start_error("exec: \"x\": executable file not found in $PATH"),
+            127
+        );
+        assert_eq!(
+            exit_code_for_start_error("exec: \"/etc/passwd\": permission denied"),
+            126
+        );
         assert_eq!(exit_code_for_start_error("cgroup failure"), 128);
     }
 }

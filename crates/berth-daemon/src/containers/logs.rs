@@ -56,7 +56,10 @@ impl Daemon {
             let mut payload = Vec::with_capacity(entry.bytes.len() + 32);
             if req.timestamps {
                 payload.extend_from_slice(
-                    entry.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true).as_bytes(),
+                    entry
+                        .time
+                        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                        .as_bytes(),
                 );
                 payload.push(b' ');
             }

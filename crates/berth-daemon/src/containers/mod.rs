@@ -25,10 +25,10 @@ use tokio::sync::watch;
 
 pub use create::CreateRequest;
 pub(crate) use create::random_id;
-pub(crate) use summary::rfc3339;
 pub use lifecycle::{AttachRequest, WaitCondition};
 pub use logs::LogsRequest;
 pub use state::{State, Status};
+pub(crate) use summary::rfc3339;
 
 use crate::error::{ServiceError, ServiceResult};
 

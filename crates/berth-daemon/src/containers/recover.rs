@@ -13,7 +13,8 @@ impl Daemon {
     /// Loads every container record and reconciles it with its shim.
     pub async fn recover_containers(&self) -> anyhow::Result<()> {
         let store = self.store.clone();
-        let records = tokio::task::spawn_blocking(move || store.list_records(RECORD_KIND)).await??;
+        let records =
+            tokio::task::spawn_blocking(move || store.list_records(RECORD_KIND)).await??;
         for (id, bytes) in records {
             let record: ContainerRecord = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,

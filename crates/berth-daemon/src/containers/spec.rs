@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use berth_api::models::HostConfig;
 use berth_runtime::client::ShimOptions;
+use berth_runtime::protocol::RunArgs;
 use berth_runtime::spec::{
-    CapabilityConfig, MountSpec, NetworkNamespace, ProcessUser, Resources, RunConfig, SeccompConfig,
-    Ulimit,
+    CapabilityConfig, MountSpec, NetworkNamespace, ProcessUser, Resources, RunConfig,
+    SeccompConfig, Ulimit,
 };
 
 use super::{Container, ContainerRecord, user};
@@ -51,7 +52,10 @@ impl Daemon {
     }
 
     /// Mounts the rootfs and writes the bundle for a start.
-    pub(crate) async fn prepare_run(&self, container: &Arc<Container>) -> ServiceResult<PreparedRun> {
+    pub(crate) async fn prepare_run(
+        &self,
+        container: &Arc<Container>,
+    ) -> ServiceResult<PreparedRun> {
         let record = container.snapshot();
         let rootfs = self.rootfs_dir(&record.id);
         let store = self.store.clone();
@@ -91,7 +95,11 @@ impl Daemon {
             .map_err(|e| ServiceError::internal(e.to_string()))?;
 
         let user = user::resolve(rootfs, config.user.as_deref().unwrap_or(""))?;
-        let cwd = config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        let cwd = config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
         user::create_dir_in_root(rootfs, &cwd, user.uid, user.gid)?;
         let tty = config.tty.unwrap_or(false);
         let mut env = config.env.clone().unwrap_or_default();
@@ -100,14 +108,25 @@ impl Daemon {
             env.push(format!("HOSTNAME={hostname}"));
         }
         if !has(&env, "HOME") {
-            env.push(format!("HOME={}", if user.home.is_empty() { "/" } else { &user.home }));
+            env.push(format!(
+                "HOME={}",
+                if user.home.is_empty() {
+                    "/"
+                } else {
+                    &user.home
+                }
+            ));
         }
         if tty && !has(&env, "TERM") {
             env.push("TERM=xterm".into());
         }
 
         let mut mounts = Vec::new();
-        for (name, dest) in [("hostname", "/etc/hostname"), ("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
+        for (name, dest) in [
+            ("hostname", "/etc/hostname"),
+            ("hosts", "/etc/hosts"),
+            ("resolv.conf", "/etc/resolv.conf"),
+        ] {
             mounts.push(MountSpec {
                 destination: dest.into(),
                 kind: "bind".into(),
@@ -123,10 +142,16 @@ impl Daemon {
             id: record.id.clone(),
             rootfs: rootfs.to_path_buf(),
             readonly_rootfs: host.readonly_rootfs.unwrap_or(false),
-            args: std::iter::once(record.path.clone()).chain(record.args.iter().cloned()).collect(),
+            args: std::iter::once(record.path.clone())
+                .chain(record.args.iter().cloned())
+                .collect(),
             env,
             cwd,
-            user: ProcessUser { uid: user.uid, gid: user.gid, additional_gids: user.additional_gids },
+            user: ProcessUser {
+                uid: user.uid,
+                gid: user.gid,
+                additional_gids: user.additional_gids,
+            },
             hostname,
             tty,
             open_stdin: config.open_stdin.unwrap_or(false),
@@ -154,7 +179,12 @@ impl Daemon {
                 })
                 .collect(),
             cgroups_path: self.cgroup_path(&record.id),
-            sysctls: host.sysctls.clone().unwrap_or_default().into_iter().collect(),
+            sysctls: host
+                .sysctls
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             oom_score_adj: host.oom_score_adj.map(|v| v.clamp(-1000, 1000) as i32),
             masked_paths: None,
             readonly_paths: None,
@@ -166,7 +196,11 @@ impl Daemon {
         let bundle = shim_dir.join("bundle");
         std::fs::create_dir_all(&bundle)?;
         berth_runtime::spec::write_bundle(&bundle, &spec)?;
-        let log_opts = host.log_config.as_ref().and_then(|l| l.config.clone()).unwrap_or_default();
+        let log_opts = host
+            .log_config
+            .as_ref()
+            .and_then(|l| l.config.clone())
+            .unwrap_or_default();
         let runtime = match record.runtime.as_str() {
             BUILTIN_RUNTIME => None,
             name => Some(self.config.runtimes.get(name).cloned().ok_or_else(|| {
@@ -176,19 +210,28 @@ impl Daemon {
         Ok(PreparedRun {
             shim_options: ShimOptions {
                 shim_binary: self.config.shim_binary.clone(),
-                id: record.id.clone(),
-                bundle,
-                state_dir: shim_dir,
-                log_path: self.log_path(&record.id),
-                log_max_size: log_opts.get("max-size").map(|s| parse_size(s)).transpose()?,
-                log_max_file: log_opts
-                    .get("max-file")
-                    .map(|s| s.parse::<u32>().map_err(|_| ServiceError::invalid(format!("invalid max-file: {s}"))))
-                    .transpose()?
-                    .unwrap_or(1),
-                tty,
-                stdin: config.open_stdin.unwrap_or(false),
-                runtime,
+                run: RunArgs {
+                    id: record.id.clone(),
+                    bundle,
+                    state_dir: shim_dir,
+                    log_path: self.log_path(&record.id),
+                    log_max_size: log_opts
+                        .get("max-size")
+                        .map(|s| parse_size(s))
+                        .transpose()?,
+                    log_max_file: log_opts
+                        .get("max-file")
+                        .map(|s| {
+                            s.parse::<u32>().map_err(|_| {
+                                ServiceError::invalid(format!("invalid max-file: {s}"))
+                            })
+                        })
+                        .transpose()?
+                        .unwrap_or(1),
+                    tty,
+                    stdin: config.open_stdin.unwrap_or(false),
+                    runtime,
+                },
             },
         })
     }
@@ -218,7 +261,8 @@ pub(crate) fn is_mountpoint(path: &Path) -> bool {
         return false;
     };
     let wanted = path.display().to_string();
-    info.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+    info.lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
 fn resources(host: &HostConfig) -> Resources {
@@ -226,7 +270,10 @@ fn resources(host: &HostConfig) -> Resources {
     let (quota, period) = if nano > 0 {
         (Some(nano * CPU_PERIOD / 1_000_000_000), Some(CPU_PERIOD))
     } else {
-        (host.cpu_quota.filter(|q| *q > 0), host.cpu_period.filter(|p| *p > 0))
+        (
+            host.cpu_quota.filter(|q| *q > 0),
+            host.cpu_period.filter(|p| *p > 0),
+        )
     };
     Resources {
         memory: host.memory.filter(|m| *m > 0),
@@ -246,9 +293,22 @@ fn tmpfs_mounts(host: &HostConfig) -> Vec<MountSpec> {
         .iter()
         .flatten()
         .map(|(dest, opts)| {
-            let mut options = vec!["nosuid".to_string(), "nodev".to_string(), "noexec".to_string()];
-            options.extend(opts.split(',').filter(|o| !o.is_empty()).map(str::to_string));
-            MountSpec { destination: dest.clone(), kind: "tmpfs".into(), source: "tmpfs".into(), options }
+            let mut options = vec![
+                "nosuid".to_string(),
+                "nodev".to_string(),
+                "noexec".to_string(),
+            ];
+            options.extend(
+                opts.split(',')
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_string),
+            );
+            MountSpec {
+                destination: dest.clone(),
+                kind: "tmpfs".into(),
+                source: "tmpfs".into(),
+                options,
+            }
         })
         .collect();
     out.sort_by(|a, b| a.destination.cmp(&b.destination));
@@ -263,7 +323,11 @@ fn bind_mounts(host: &HostConfig) -> ServiceResult<Vec<MountSpec>> {
         let (source, dest, mode) = match parts.as_slice() {
             [s, d] => (*s, *d, ""),
             [s, d, m] => (*s, *d, *m),
-            _ => return Err(ServiceError::invalid(format!("invalid volume specification: '{bind}'"))),
+            _ => {
+                return Err(ServiceError::invalid(format!(
+                    "invalid volume specification: '{bind}'"
+                )));
+            }
         };
         if !source.starts_with('/') {
             return Err(ServiceError::invalid(format!(
@@ -284,7 +348,12 @@ fn bind_mounts(host: &HostConfig) -> ServiceResult<Vec<MountSpec>> {
                 other => return Err(ServiceError::invalid(format!("invalid mode: {other}"))),
             }
         }
-        out.push(MountSpec { destination: dest.into(), kind: "bind".into(), source: source.into(), options });
+        out.push(MountSpec {
+            destination: dest.into(),
+            kind: "bind".into(),
+            source: source.into(),
+            options,
+        });
     }
     Ok(out)
 }
@@ -305,7 +374,10 @@ struct SecurityOpts {
 }
 
 fn parse_security_opts(opts: &[String]) -> ServiceResult<SecurityOpts> {
-    let mut out = SecurityOpts { no_new_privileges: false, seccomp: SeccompConfig::Default };
+    let mut out = SecurityOpts {
+        no_new_privileges: false,
+        seccomp: SeccompConfig::Default,
+    };
     for opt in opts {
         let (key, value) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
         match key {
@@ -322,7 +394,9 @@ fn parse_security_opts(opts: &[String]) -> ServiceResult<SecurityOpts> {
             }
             "label" | "apparmor" => {}
             other => {
-                return Err(ServiceError::invalid(format!("Invalid --security-opt: {other:?}")));
+                return Err(ServiceError::invalid(format!(
+                    "Invalid --security-opt: {other:?}"
+                )));
             }
         }
     }
@@ -332,9 +406,14 @@ fn parse_security_opts(opts: &[String]) -> ServiceResult<SecurityOpts> {
 /// Parses `10m`, `1g`, `512k`, `100` (bytes) like docker's log options.
 fn parse_size(text: &str) -> ServiceResult<u64> {
     let t = text.trim().to_ascii_lowercase();
-    let digits: String = t.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let digits: String = t
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
     let unit = t[digits.len()..].trim_end_matches('b');
-    let n: f64 = digits.parse().map_err(|_| ServiceError::invalid(format!("invalid size: '{text}'")))?;
+    let n: f64 = digits
+        .parse()
+        .map_err(|_| ServiceError::invalid(format!("invalid size: '{text}'")))?;
     let mult = match unit {
         "" => 1.0,
         "k" => 1024.0,
@@ -351,7 +430,8 @@ mod tests {
 
     #[test]
     fn security_opts_parse() {
-        let o = parse_security_opts(&["no-new-privileges".into(), "seccomp=unconfined".into()]).unwrap();
+        let o = parse_security_opts(&["no-new-privileges".into(), "seccomp=unconfined".into()])
+            .unwrap();
         assert!(o.no_new_privileges);
         assert!(matches!(o.seccomp, SeccompConfig::Unconfined));
         let o = parse_security_opts(&["no-new-privileges:false".into()]).unwrap();
@@ -364,16 +444,25 @@ mod tests {
         assert_eq!(parse_size("10m").unwrap(), 10 * 1024 * 1024);
         assert_eq!(parse_size("512k").unwrap(), 512 * 1024);
         assert!(parse_size("ten").is_err());
-        let host = HostConfig { nano_cpus: Some(1_500_000_000), ..Default::default() };
+        let host = HostConfig {
+            nano_cpus: Some(1_500_000_000),
+            ..Default::default()
+        };
         let r = resources(&host);
         assert_eq!((r.cpu_quota, r.cpu_period), (Some(150_000), Some(100_000)));
     }
 
     #[test]
     fn binds_need_absolute_paths() {
-        let host = HostConfig { binds: Some(vec!["data:/data".into()]), ..Default::default() };
+        let host = HostConfig {
+            binds: Some(vec!["data:/data".into()]),
+            ..Default::default()
+        };
         assert!(bind_mounts(&host).is_err());
-        let host = HostConfig { binds: Some(vec!["/tmp:/data:ro".into()]), ..Default::default() };
+        let host = HostConfig {
+            binds: Some(vec!["/tmp:/data:ro".into()]),
+            ..Default::default()
+        };
         let m = bind_mounts(&host).unwrap();
         assert_eq!(m[0].options, vec!["rbind".to_string(), "ro".to_string()]);
     }

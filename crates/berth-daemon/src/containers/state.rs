@@ -73,20 +73,22 @@ pub fn transition(from: Status, op: Op) -> Result<Status, TransitionError> {
         (S::Created | S::Exited | S::Restarting, Op::Start) => Ok(S::Running),
         (S::Running | S::Paused, Op::Start) => Err(TransitionError::AlreadyThere),
         (S::Running | S::Paused | S::Restarting, Op::Exit) => Ok(S::Exited),
-        (S::Created | S::Exited | S::Restarting, Op::StartFailed) => {
-            Ok(if from == S::Created { S::Created } else { S::Exited })
-        }
-        (S::Removing, Op::Remove) => {
-            Err(TransitionError::Illegal("removal of container is already in progress".into()))
-        }
+        (S::Created | S::Exited | S::Restarting, Op::StartFailed) => Ok(if from == S::Created {
+            S::Created
+        } else {
+            S::Exited
+        }),
+        (S::Removing, Op::Remove) => Err(TransitionError::Illegal(
+            "removal of container is already in progress".into(),
+        )),
         (_, Op::Remove) => Ok(S::Removing),
         (_, Op::Exit) => Err(TransitionError::Illegal("is not running".into())),
         (S::Running | S::Paused, Op::StartFailed) => {
             Err(TransitionError::Illegal("is already running".into()))
         }
-        (S::Removing | S::Dead, Op::Start | Op::StartFailed) => {
-            Err(TransitionError::Illegal("is marked for removal and cannot be started".into()))
-        }
+        (S::Removing | S::Dead, Op::Start | Op::StartFailed) => Err(TransitionError::Illegal(
+            "is marked for removal and cannot be started".into(),
+        )),
     }
 }
 
@@ -136,11 +138,20 @@ mod tests {
     #[test]
     fn lifecycle_table() {
         assert_eq!(transition(Status::Created, Op::Start), Ok(Status::Running));
-        assert_eq!(transition(Status::Running, Op::Start), Err(TransitionError::AlreadyThere));
+        assert_eq!(
+            transition(Status::Running, Op::Start),
+            Err(TransitionError::AlreadyThere)
+        );
         assert_eq!(transition(Status::Running, Op::Exit), Ok(Status::Exited));
         assert_eq!(transition(Status::Exited, Op::Start), Ok(Status::Running));
-        assert_eq!(transition(Status::Created, Op::StartFailed), Ok(Status::Created));
-        assert_eq!(transition(Status::Exited, Op::StartFailed), Ok(Status::Exited));
+        assert_eq!(
+            transition(Status::Created, Op::StartFailed),
+            Ok(Status::Created)
+        );
+        assert_eq!(
+            transition(Status::Exited, Op::StartFailed),
+            Ok(Status::Exited)
+        );
         assert_eq!(transition(Status::Exited, Op::Remove), Ok(Status::Removing));
         assert!(transition(Status::Removing, Op::Remove).is_err());
         assert!(transition(Status::Removing, Op::Start).is_err());

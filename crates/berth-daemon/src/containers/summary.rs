@@ -34,7 +34,9 @@ const FILTERS: &[&str] = &[
 impl Daemon {
     /// Lists containers like `GET /containers/json`.
     pub fn list_containers(&self, opts: &ListOptions) -> ServiceResult<Vec<ContainerSummary>> {
-        opts.filters.check_names(FILTERS).map_err(|e| ServiceError::invalid(e.to_string()))?;
+        opts.filters
+            .check_names(FILTERS)
+            .map_err(|e| ServiceError::invalid(e.to_string()))?;
         let mut records: Vec<ContainerRecord> =
             self.containers.all().iter().map(|c| c.snapshot()).collect();
         records.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
@@ -77,11 +79,18 @@ impl Daemon {
     }
 
     fn container_size(&self, id: &str) -> i64 {
-        self.store.container_usage(id).map(|u| u as i64).unwrap_or_default()
+        self.store
+            .container_usage(id)
+            .map(|u| u as i64)
+            .unwrap_or_default()
     }
 
     /// Inspects a container like `GET /containers/{id}/json`.
-    pub fn inspect_container(&self, reference: &str, size: bool) -> ServiceResult<ContainerInspectResponse> {
+    pub fn inspect_container(
+        &self,
+        reference: &str,
+        size: bool,
+    ) -> ServiceResult<ContainerInspectResponse> {
         let c = self.containers.get(reference)?;
         let r = c.snapshot();
         let dir = self.container_dir(&r.id);
@@ -107,7 +116,10 @@ impl Daemon {
             app_armor_profile: Some(String::new()),
             exec_ids: None,
             host_config: Some(r.host_config.clone()),
-            graph_driver: Some(DriverData { name: "overlayfs".into(), data: HashMap::new() }),
+            graph_driver: Some(DriverData {
+                name: "overlayfs".into(),
+                data: HashMap::new(),
+            }),
             size_rw: rw,
             size_root_fs: rw,
             mounts: Some(Vec::new()),
@@ -124,10 +136,14 @@ impl Daemon {
 }
 
 fn record_matches(r: &ContainerRecord, f: &Filters, ancestors: &[String]) -> bool {
-    let any = |values: &[String], pred: &dyn Fn(&str) -> bool| values.is_empty() || values.iter().any(|v| pred(v));
+    let any = |values: &[String], pred: &dyn Fn(&str) -> bool| {
+        values.is_empty() || values.iter().any(|v| pred(v))
+    };
     let labels = r.config.labels.clone().unwrap_or_default();
     any(f.get("id"), &|v| r.id.starts_with(v))
-        && any(f.get("name"), &|v| r.name.contains(v.trim_start_matches('/')))
+        && any(f.get("name"), &|v| {
+            r.name.contains(v.trim_start_matches('/'))
+        })
         && any(f.get("status"), &|v| r.state.status.as_str() == v)
         && any(f.get("exited"), &|v| {
             r.state.status == Status::Exited && v.parse::<i64>().ok() == Some(r.state.exit_code)
@@ -137,7 +153,8 @@ fn record_matches(r: &ContainerRecord, f: &Filters, ancestors: &[String]) -> boo
 }
 
 fn summary(r: &ContainerRecord, size: Option<i64>) -> ContainerSummary {
-    let state = serde_json::from_value(serde_json::Value::String(r.state.status.as_str().into())).ok();
+    let state =
+        serde_json::from_value(serde_json::Value::String(r.state.status.as_str().into())).ok();
     // moby joins path and args with spaces, unquoted; the CLI quotes the whole string.
     let command = std::iter::once(r.path.as_str())
         .chain(r.args.iter().map(String::as_str))
@@ -160,7 +177,9 @@ fn summary(r: &ContainerRecord, size: Option<i64>) -> ContainerSummary {
             network_mode: r.host_config.network_mode.clone(),
             ..Default::default()
         }),
-        network_settings: Some(ContainerSummaryNetworkSettings { networks: Some(HashMap::new()) }),
+        network_settings: Some(ContainerSummaryNetworkSettings {
+            networks: Some(HashMap::new()),
+        }),
         mounts: Some(Vec::new()),
         ..Default::default()
     }

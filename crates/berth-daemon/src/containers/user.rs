@@ -36,7 +36,9 @@ fn resolve_in(passwd: &str, group: &str, spec: &str) -> ServiceResult<ResolvedUs
         .map(|l| l.split(':').collect::<Vec<_>>())
         .filter(|f| f.len() >= 7)
         .collect();
-    let entry = entries.iter().find(|f| f[0] == user_part || f[2] == user_part);
+    let entry = entries
+        .iter()
+        .find(|f| f[0] == user_part || f[2] == user_part);
     let (uid, mut gid, home, name) = match (entry, user_part.parse::<u32>()) {
         (Some(f), _) => (
             f[2].parse().map_err(|_| bad_entry(user_part))?,
@@ -77,7 +79,12 @@ fn resolve_in(passwd: &str, group: &str, spec: &str) -> ServiceResult<ResolvedUs
             .filter(|g| *g != gid)
             .collect()
     };
-    Ok(ResolvedUser { uid, gid, additional_gids, home })
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+        home,
+    })
 }
 
 fn bad_entry(what: &str) -> ServiceError {
@@ -88,7 +95,8 @@ fn bad_entry(what: &str) -> ServiceError {
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nbbuser:x:1000:1000::/home/bbuser:/bin/sh\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\nbbuser:x:1000:1000::/home/bbuser:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nusers:x:100:bbuser\nbbuser:x:1000:\n";
 
     #[test]
@@ -96,7 +104,10 @@ mod tests {
         let root = resolve_in(PASSWD, GROUP, "").unwrap();
         assert_eq!((root.uid, root.gid, root.home.as_str()), (0, 0, "/root"));
         let bb = resolve_in(PASSWD, GROUP, "bbuser").unwrap();
-        assert_eq!((bb.uid, bb.gid, bb.additional_gids.clone()), (1000, 1000, vec![100]));
+        assert_eq!(
+            (bb.uid, bb.gid, bb.additional_gids.clone()),
+            (1000, 1000, vec![100])
+        );
         let numeric = resolve_in(PASSWD, GROUP, "4242:users").unwrap();
         assert_eq!((numeric.uid, numeric.gid), (4242, 100));
         assert!(resolve_in(PASSWD, GROUP, "nobody-here").is_err());
@@ -114,10 +125,13 @@ pub fn create_dir_in_root(rootfs: &Path, dir: &str, uid: u32, gid: u32) -> Servi
     use nix::sys::stat::Mode;
 
     let fail = |what: &str, e: nix::Error| {
-        ServiceError::invalid(format!("cannot create working directory {dir}: {what}: {e}"))
+        ServiceError::invalid(format!(
+            "cannot create working directory {dir}: {what}: {e}"
+        ))
     };
-    let root = std::fs::File::open(rootfs)
-        .map_err(|e| ServiceError::internal(format!("cannot open rootfs {}: {e}", rootfs.display())))?;
+    let root = std::fs::File::open(rootfs).map_err(|e| {
+        ServiceError::internal(format!("cannot open rootfs {}: {e}", rootfs.display()))
+    })?;
     let root_fd = std::os::fd::AsRawFd::as_raw_fd(&root);
     let open_in_root = |path: &str| -> nix::Result<OwnedFd> {
         let how = OpenHow::new()

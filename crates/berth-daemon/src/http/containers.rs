@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use super::stream::{self, Hijacked};
 use super::{ApiVersion, AppState, QueryParams, json, parse_body};
-use crate::containers::{CreateRequest, LogsRequest, WaitCondition};
 use crate::containers::summary::ListOptions;
+use crate::containers::{CreateRequest, LogsRequest, WaitCondition};
 use crate::error::{ServiceError, ServiceResult};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -49,11 +49,18 @@ async fn create(State(d): State<AppState>, query: Query, body: Bytes) -> Respons
         let body: ContainerCreateBody = parse_body(&body)?;
         let params = q(&query);
         let (config, host_config) = split_create_body(body);
-        let req = CreateRequest { name: params.get("name").map(str::to_string), config, host_config };
+        let req = CreateRequest {
+            name: params.get("name").map(str::to_string),
+            config,
+            host_config,
+        };
         d.create_container(req).await
     };
     match run.await {
-        Ok((id, warnings)) => json(StatusCode::CREATED, &ContainerCreateResponse { id, warnings }),
+        Ok((id, warnings)) => json(
+            StatusCode::CREATED,
+            &ContainerCreateResponse { id, warnings },
+        ),
         Err(e) => e.into_response(),
     }
 }
@@ -61,7 +68,10 @@ async fn create(State(d): State<AppState>, query: Query, body: Bytes) -> Respons
 /// The create body is `Config` with `HostConfig` and `NetworkingConfig` embedded.
 fn split_create_body(
     body: ContainerCreateBody,
-) -> (berth_api::models::ContainerConfig, berth_api::models::HostConfig) {
+) -> (
+    berth_api::models::ContainerConfig,
+    berth_api::models::HostConfig,
+) {
     let value = serde_json::to_value(&body).unwrap_or_default();
     let config = serde_json::from_value(value).unwrap_or_default();
     (config, body.host_config.unwrap_or_default())
@@ -144,7 +154,10 @@ async fn resize(State(d): State<AppState>, Path(id): Path<String>, query: Query)
 
 async fn remove(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
     let p = q(&query);
-    no_content(d.remove_container(&id, p.bool("force", false), p.bool("v", false)).await)
+    no_content(
+        d.remove_container(&id, p.bool("force", false), p.bool("v", false))
+            .await,
+    )
 }
 
 async fn prune(State(d): State<AppState>, query: Query) -> Response {
@@ -196,7 +209,9 @@ fn logs_request(p: &QueryParams) -> ServiceResult<LogsRequest> {
         match p.get(key).filter(|v| !v.is_empty() && *v != "0") {
             None => Ok(None),
             Some(v) => {
-                let secs: f64 = v.parse().map_err(|_| ServiceError::invalid(format!("invalid {key}: {v}")))?;
+                let secs: f64 = v
+                    .parse()
+                    .map_err(|_| ServiceError::invalid(format!("invalid {key}: {v}")))?;
                 let nanos = (secs.fract() * 1e9) as u32;
                 Ok(chrono::DateTime::from_timestamp(secs.trunc() as i64, nanos))
             }
@@ -205,7 +220,9 @@ fn logs_request(p: &QueryParams) -> ServiceResult<LogsRequest> {
     let tail = match p.get("tail") {
         None | Some("") | Some("all") => None,
         Some(n) => {
-            let n: i64 = n.parse().map_err(|_| ServiceError::invalid(format!("invalid tail: {n}")))?;
+            let n: i64 = n
+                .parse()
+                .map_err(|_| ServiceError::invalid(format!("invalid tail: {n}")))?;
             (n >= 0).then_some(n as usize)
         }
     };
@@ -250,15 +267,26 @@ async fn attach(
     req: Request,
 ) -> Response {
     let p = q(&query);
-    let (stdin, stdout, stderr) = (p.bool("stdin", false), p.bool("stdout", false), p.bool("stderr", false));
+    let (stdin, stdout, stderr) = (
+        p.bool("stdin", false),
+        p.bool("stdout", false),
+        p.bool("stderr", false),
+    );
     let replay_logs = p.bool("logs", false);
     let stream_live = p.bool("stream", false);
-    let (tty, pending) = match d.attach_container(&id, stdin && stream_live, stdout, stderr).await {
+    let (tty, pending) = match d
+        .attach_container(&id, stdin && stream_live, stdout, stderr)
+        .await
+    {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     let replay = if replay_logs {
-        let logs = LogsRequest { stdout, stderr, ..Default::default() };
+        let logs = LogsRequest {
+            stdout,
+            stderr,
+            ..Default::default()
+        };
         match d.container_logs(&id, logs) {
             Ok((_, rx)) => Some(rx),
             Err(e) => return e.into_response(),
@@ -266,9 +294,13 @@ async fn attach(
     } else {
         None
     };
-    stream::hijack(req, stream_content_type(tty, version), move |conn| async move {
-        bridge(conn, tty, replay, stream_live.then_some(pending)).await;
-    })
+    stream::hijack(
+        req,
+        stream_content_type(tty, version),
+        move |conn| async move {
+            bridge(conn, tty, replay, stream_live.then_some(pending)).await;
+        },
+    )
 }
 
 /// How long the first frame waits after the 101 headers: docker-py reads the headers
@@ -279,7 +311,9 @@ async fn bridge(
     mut conn: Hijacked,
     tty: bool,
     replay: Option<mpsc::Receiver<Bytes>>,
-    live: Option<tokio::sync::oneshot::Receiver<ServiceResult<berth_runtime::client::AttachStream>>>,
+    live: Option<
+        tokio::sync::oneshot::Receiver<ServiceResult<berth_runtime::client::AttachStream>>,
+    >,
 ) {
     tokio::time::sleep(FIRST_FRAME_GAP).await;
     if let Some(mut rx) = replay {
@@ -326,7 +360,11 @@ async fn bridge(
         let chunk = if tty {
             payload.to_vec()
         } else {
-            let which = if stream_id == 2 { StdStream::Stderr } else { StdStream::Stdout };
+            let which = if stream_id == 2 {
+                StdStream::Stderr
+            } else {
+                StdStream::Stdout
+            };
             stdcopy::encode(which, &payload)
         };
         if conn_write.write_all(&chunk).await.is_err() {
@@ -361,6 +399,11 @@ mod tests {
         assert!(r.stdout && !r.stderr && r.follow);
         assert_eq!(r.tail, Some(10));
         assert_eq!(r.since.unwrap().timestamp(), 1_700_000_000);
-        assert_eq!(logs_request(&QueryParams::parse(Some("tail=all"))).unwrap().tail, None);
+        assert_eq!(
+            logs_request(&QueryParams::parse(Some("tail=all")))
+                .unwrap()
+                .tail,
+            None
+        );
     }
 }

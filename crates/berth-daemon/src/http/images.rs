@@ -35,7 +35,9 @@ async fn list(
     query: RawQuery,
 ) -> Response {
     let p = q(&query);
-    let result = p.filters().and_then(|f| d.list_images(p.bool("all", false), &f));
+    let result = p
+        .filters()
+        .and_then(|f| d.list_images(p.bool("all", false), &f));
     match result {
         Ok(images) => {
             let legacy = version.below(1, 44);
@@ -62,13 +64,26 @@ async fn create(State(d): State<AppState>, query: RawQuery, body: Body) -> Respo
             ))
             .into_response();
         }
-        let repo = p.get("repo").map(|r| match p.get("tag").filter(|t| !t.is_empty()) {
-            Some(tag) => format!("{r}:{tag}"),
-            None => r.to_string(),
-        });
+        let repo = p
+            .get("repo")
+            .map(|r| match p.get("tag").filter(|t| !t.is_empty()) {
+                Some(tag) => format!("{r}:{tag}"),
+                None => r.to_string(),
+            });
         let changes = p.all("changes");
-        let message = p.get("message").filter(|m| !m.is_empty()).map(str::to_string);
-        return match d.import_image(stream::body_reader(body), repo.as_deref(), &changes, message).await {
+        let message = p
+            .get("message")
+            .filter(|m| !m.is_empty())
+            .map(str::to_string);
+        return match d
+            .import_image(
+                stream::body_reader(body),
+                repo.as_deref(),
+                &changes,
+                message,
+            )
+            .await
+        {
             Ok(id) => json(StatusCode::OK, &JsonMessage::status(id)),
             Err(e) => e.into_response(),
         };
@@ -90,7 +105,9 @@ async fn load(State(d): State<AppState>, body: Body) -> Response {
         Ok(lines) => {
             let mut out = Vec::new();
             for line in lines {
-                out.extend_from_slice(&stream::json_line(&JsonMessage::stream(format!("{line}\n"))));
+                out.extend_from_slice(&stream::json_line(&JsonMessage::stream(format!(
+                    "{line}\n"
+                ))));
             }
             Response::builder()
                 .status(StatusCode::OK)
@@ -139,7 +156,9 @@ async fn by_name(
 ) -> Response {
     let p = q(&query);
     let (name, action) = match rest.rsplit_once('/') {
-        Some((name, action @ ("json" | "history" | "tag" | "get" | "push"))) => (name.to_string(), action),
+        Some((name, action @ ("json" | "history" | "tag" | "get" | "push"))) => {
+            (name.to_string(), action)
+        }
         _ => (rest.clone(), ""),
     };
     match (method, action) {
@@ -153,7 +172,10 @@ async fn by_name(
         },
         (Method::POST, "tag") => {
             let repo = p.get("repo").unwrap_or_default();
-            match d.tag_image(&name, repo, p.get("tag").unwrap_or_default()).await {
+            match d
+                .tag_image(&name, repo, p.get("tag").unwrap_or_default())
+                .await
+            {
                 Ok(()) => StatusCode::CREATED.into_response(),
                 Err(e) => e.into_response(),
             }

@@ -49,8 +49,15 @@ impl ApiVersion {
 pub async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) -> std::io::Result<()> {
     // The prefix rewrite must run before routing, so it wraps the router rather than
     // being one of its layers.
-    let app = tower::Layer::layer(&axum::middleware::map_request(strip_version), router(daemon));
-    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app)).await
+    let app = tower::Layer::layer(
+        &axum::middleware::map_request(strip_version),
+        router(daemon),
+    );
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(app),
+    )
+    .await
 }
 
 fn router(daemon: Arc<Daemon>) -> Router {
@@ -78,7 +85,8 @@ async fn strip_version(mut req: Request) -> Result<Request, Response> {
     if let Some(rest) = path.strip_prefix("/v") {
         if let Some((v, tail)) = rest.split_once('/') {
             if let Some(parsed) = ApiVersion::parse(v) {
-                let min = ApiVersion::parse(berth_api::MIN_API_VERSION).unwrap_or(ApiVersion(1, 24));
+                let min =
+                    ApiVersion::parse(berth_api::MIN_API_VERSION).unwrap_or(ApiVersion(1, 24));
                 if parsed < min {
                     let message = format!(
                         "client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
@@ -104,9 +112,14 @@ async fn strip_version(mut req: Request) -> Result<Request, Response> {
 
 async fn common_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
-    h.insert("Api-Version", HeaderValue::from_static(berth_api::API_VERSION));
+    h.insert(
+        "Api-Version",
+        HeaderValue::from_static(berth_api::API_VERSION),
+    );
     h.insert("Ostype", HeaderValue::from_static("linux"));
-    if let Ok(server) = HeaderValue::from_str(&format!("Berth/{} (linux)", berth_api::ENGINE_VERSION)) {
+    if let Ok(server) =
+        HeaderValue::from_str(&format!("Berth/{} (linux)", berth_api::ENGINE_VERSION))
+    {
         h.insert(header::SERVER, server);
     }
     res
@@ -125,8 +138,10 @@ async fn not_implemented() -> Response {
 
 /// A JSON error body with `Content-Type: application/json` exactly.
 pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::to_vec(&berth_api::errors::ErrorResponse { message: message.to_string() })
-        .unwrap_or_default();
+    let body = serde_json::to_vec(&berth_api::errors::ErrorResponse {
+        message: message.to_string(),
+    })
+    .unwrap_or_default();
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
@@ -163,7 +178,9 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Respon
 }
 
 /// Parses a JSON request body, answering 400 with the decoder's message on failure.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ServiceError> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<T, ServiceError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -21,12 +21,20 @@ impl QueryParams {
 
     /// The last value of `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`.
     pub(crate) fn all(&self, key: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// A boolean; absent is `default`.
@@ -47,7 +55,8 @@ impl QueryParams {
 
     /// The `filters` parameter.
     pub(crate) fn filters(&self) -> ServiceResult<Filters> {
-        Filters::parse(self.get("filters").unwrap_or("")).map_err(|e| ServiceError::invalid(e.to_string()))
+        Filters::parse(self.get("filters").unwrap_or(""))
+            .map_err(|e| ServiceError::invalid(e.to_string()))
     }
 }
 

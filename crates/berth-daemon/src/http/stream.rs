@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 /// A response whose body is whatever arrives on `rx`, each chunk flushed as it comes.
 pub(crate) fn channel_response(rx: mpsc::Receiver<Bytes>, content_type: &str) -> Response {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
     });
     Response::builder()
         .status(StatusCode::OK)

@@ -14,7 +14,11 @@ use crate::error::{ServiceError, ServiceResult};
 
 /// HEAD and GET, versioned or not: the headers clients negotiate with, and `OK`.
 pub(super) async fn ping(method: Method) -> Response {
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from("OK") };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from("OK")
+    };
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -51,9 +55,24 @@ pub(super) async fn events(State(d): State<AppState>, query: RawQuery) -> Respon
     let parsed = (|| -> ServiceResult<(Option<i64>, Option<i64>, Filters)> {
         let filters = p.filters()?;
         filters
-            .check_names(&["type", "event", "action", "container", "image", "label", "name", "network", "volume", "scope"])
+            .check_names(&[
+                "type",
+                "event",
+                "action",
+                "container",
+                "image",
+                "label",
+                "name",
+                "network",
+                "volume",
+                "scope",
+            ])
             .map_err(|e| ServiceError::invalid(e.to_string()))?;
-        Ok((unix_nanos(p.get("since"))?, unix_nanos(p.get("until"))?, filters))
+        Ok((
+            unix_nanos(p.get("since"))?,
+            unix_nanos(p.get("until"))?,
+            filters,
+        ))
     })();
     let (since, until, filters) = match parsed {
         Ok(v) => v,
@@ -63,14 +82,19 @@ pub(super) async fn events(State(d): State<AppState>, query: RawQuery) -> Respon
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        for e in past.iter().filter(|e| until.is_none_or(|u| e.time_nano <= u)) {
+        for e in past
+            .iter()
+            .filter(|e| until.is_none_or(|u| e.time_nano <= u))
+        {
             if event_matches(e, &filters) && tx.send(stream::json_line(e)).await.is_err() {
                 return;
             }
         }
         let deadline = match until {
             Some(u) if u <= now => return,
-            Some(u) => Some(tokio::time::Instant::now() + std::time::Duration::from_nanos((u - now) as u64)),
+            Some(u) => Some(
+                tokio::time::Instant::now() + std::time::Duration::from_nanos((u - now) as u64),
+            ),
             None => None,
         };
         loop {
@@ -83,7 +107,8 @@ pub(super) async fn events(State(d): State<AppState>, query: RawQuery) -> Respon
             };
             match next {
                 Ok(e) => {
-                    if event_matches(&e, &filters) && tx.send(stream::json_line(&e)).await.is_err() {
+                    if event_matches(&e, &filters) && tx.send(stream::json_line(&e)).await.is_err()
+                    {
                         return;
                     }
                 }
@@ -101,9 +126,13 @@ fn unix_nanos(value: Option<&str>) -> ServiceResult<Option<i64>> {
         None => Ok(None),
         Some(v) => {
             let (secs, frac) = v.split_once('.').unwrap_or((v, "0"));
-            let secs: i64 = secs.parse().map_err(|_| ServiceError::invalid(format!("invalid timestamp: {v}")))?;
+            let secs: i64 = secs
+                .parse()
+                .map_err(|_| ServiceError::invalid(format!("invalid timestamp: {v}")))?;
             let frac = format!("{frac:0<9}");
-            let nanos: i64 = frac[..9].parse().map_err(|_| ServiceError::invalid(format!("invalid timestamp: {v}")))?;
+            let nanos: i64 = frac[..9]
+                .parse()
+                .map_err(|_| ServiceError::invalid(format!("invalid timestamp: {v}")))?;
             Ok(Some(secs * 1_000_000_000 + nanos))
         }
     }
@@ -112,12 +141,21 @@ fn unix_nanos(value: Option<&str>) -> ServiceResult<Option<i64>> {
 fn event_matches(e: &Event, f: &Filters) -> bool {
     let attrs = e.actor.attributes.clone().unwrap_or_default();
     let id = e.actor.id.clone().unwrap_or_default();
-    let any = |key: &str, pred: &dyn Fn(&str) -> bool| f.get(key).is_empty() || f.get(key).iter().any(|v| pred(v));
+    let any = |key: &str, pred: &dyn Fn(&str) -> bool| {
+        f.get(key).is_empty() || f.get(key).iter().any(|v| pred(v))
+    };
     any("type", &|v| e.typ == v)
         && any("event", &|v| e.action == v)
         && any("action", &|v| e.action == v)
-        && any("container", &|v| e.typ == "container" && (id.starts_with(v) || attrs.get("name").map(String::as_str) == Some(v)))
-        && any("image", &|v| attrs.get("image").map(String::as_str) == Some(v) || (e.typ == "image" && (id == v || attrs.get("name").map(String::as_str) == Some(v))))
+        && any("container", &|v| {
+            e.typ == "container"
+                && (id.starts_with(v) || attrs.get("name").map(String::as_str) == Some(v))
+        })
+        && any("image", &|v| {
+            attrs.get("image").map(String::as_str) == Some(v)
+                || (e.typ == "image"
+                    && (id == v || attrs.get("name").map(String::as_str) == Some(v)))
+        })
         && berth_api::filters::labels_match(f.get("label"), |k| attrs.get(k).map(String::as_str))
 }
 

@@ -12,99 +12,11 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 
 use nix::unistd::{ForkResult, fork, setsid};
 
 use crate::error::ErrorKind;
-
-/// The `berth-shim run` options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunArgs {
-    /// Container id.
-    pub id: String,
-    /// OCI bundle directory (holds config.json).
-    pub bundle: PathBuf,
-    /// Directory for the socket, exit.json and the runtime's state.
-    pub state_dir: PathBuf,
-    /// json-file log path.
-    pub log_path: PathBuf,
-    /// Rotate the log at this size in bytes.
-    pub log_max_size: Option<u64>,
-    /// Number of log files to keep.
-    pub log_max_file: u32,
-    /// The container has a terminal.
-    pub tty: bool,
-    /// Keep the container's stdin open.
-    pub stdin: bool,
-    /// `None` = linked libcontainer; otherwise the path of an OCI runtime binary (runc).
-    pub runtime: Option<PathBuf>,
-}
-
-fn parse_run_args(args: &[OsString]) -> Result<RunArgs, String> {
-    let mut id = None;
-    let mut bundle = None;
-    let mut state_dir = None;
-    let mut log_path = None;
-    let mut log_max_size = None;
-    let mut log_max_file = 1;
-    let mut tty = false;
-    let mut stdin = false;
-    let mut runtime = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let name = arg
-            .to_str()
-            .ok_or_else(|| format!("invalid argument {arg:?}"))?;
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("missing value for {name}"))
-        };
-        match name {
-            "--id" => id = Some(value()?.to_string_lossy().into_owned()),
-            "--bundle" => bundle = Some(PathBuf::from(value()?)),
-            "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
-            "--log-path" => log_path = Some(PathBuf::from(value()?)),
-            "--log-max-size" => {
-                let v = value()?;
-                log_max_size = Some(
-                    v.to_string_lossy()
-                        .parse()
-                        .map_err(|_| format!("invalid --log-max-size {v:?}"))?,
-                );
-            }
-            "--log-max-file" => {
-                let v = value()?;
-                log_max_file = v
-                    .to_string_lossy()
-                    .parse()
-                    .map_err(|_| format!("invalid --log-max-file {v:?}"))?;
-            }
-            "--tty" => tty = true,
-            "--stdin" => stdin = true,
-            "--runtime" => {
-                let v = PathBuf::from(value()?);
-                runtime = (v.as_os_str() != "libcontainer").then_some(v);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    let absolute = |p: PathBuf, what: &str| -> Result<PathBuf, String> {
-        std::path::absolute(&p).map_err(|e| format!("{what} {}: {e}", p.display()))
-    };
-    Ok(RunArgs {
-        id: id.ok_or("missing --id")?,
-        bundle: absolute(bundle.ok_or("missing --bundle")?, "bundle")?,
-        state_dir: absolute(state_dir.ok_or("missing --state-dir")?, "state dir")?,
-        log_path: absolute(log_path.ok_or("missing --log-path")?, "log path")?,
-        log_max_size,
-        log_max_file,
-        tty,
-        stdin,
-        runtime,
-    })
-}
+use crate::protocol::{RunArgs, parse_run_args};
 
 /// What the shim writes to its stdout (a pipe to the spawner) once, before detaching it:
 /// `ok <shim pid>` or `error <json {kind, message}>`.
@@ -262,7 +174,7 @@ mod tests {
         assert_eq!(a.log_max_size, Some(1000));
         assert_eq!(a.log_max_file, 3);
         assert!(a.tty && !a.stdin);
-        assert_eq!(a.runtime, Some(PathBuf::from("/usr/sbin/runc")));
+        assert_eq!(a.runtime, Some(std::path::PathBuf::from("/usr/sbin/runc")));
         let a = parse_run_args(&os(&[
             "--id",
             "c1",
@@ -279,5 +191,23 @@ mod tests {
         assert_eq!(a.runtime, None);
         assert!(parse_run_args(&os(&["--id", "c1"])).is_err());
         assert!(parse_run_args(&os(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn run_args_round_trip_through_the_command_line() {
+        let args = RunArgs {
+            id: "c2".into(),
+            bundle: "/b".into(),
+            state_dir: "/s".into(),
+            log_path: "/l/c.log".into(),
+            log_max_size: Some(10),
+            log_max_file: 2,
+            tty: false,
+            stdin: true,
+            runtime: Some("/usr/sbin/runc".into()),
+        };
+        let argv = args.to_args();
+        assert_eq!(argv[0], "run");
+        assert_eq!(parse_run_args(&argv[1..]).unwrap(), args);
     }
 }

@@ -53,13 +53,25 @@ pub fn apply_layer(reader: impl Read, target: &Path) -> Result<ApplyStats> {
 /// Like [`apply_layer`], where `parents` are the lower layer directories (nearest first)
 /// that `target` will be stacked on: directories missing in the tar take their metadata
 /// from there, and symlinked directories there are followed as overlay would.
-pub fn apply_layer_with_parents(reader: impl Read, target: &Path, parents: &[PathBuf]) -> Result<ApplyStats> {
+pub fn apply_layer_with_parents(
+    reader: impl Read,
+    target: &Path,
+    parents: &[PathBuf],
+) -> Result<ApplyStats> {
     let (_, tar_stream) = decompress(reader)?;
     let mut hashing = Hashing::new(tar_stream);
-    let mut applier = Applier { root: target.to_path_buf(), parents, is_root: sys::is_root(), dirs: Vec::new(), size: 0 };
+    let mut applier = Applier {
+        root: target.to_path_buf(),
+        parents,
+        is_root: sys::is_root(),
+        dirs: Vec::new(),
+        size: 0,
+    };
     {
         let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive.entries().map_err(|e| bad(format!("read tar: {e}")))?;
+        let entries = archive
+            .entries()
+            .map_err(|e| bad(format!("read tar: {e}")))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| bad(format!("read tar entry: {e}")))?;
             applier.apply_entry(&mut entry)?;
@@ -68,7 +80,11 @@ pub fn apply_layer_with_parents(reader: impl Read, target: &Path, parents: &[Pat
     // The DiffID covers the whole stream, including the end-of-archive padding.
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| bad(format!("read tar padding: {e}")))?;
     applier.finish_dirs()?;
-    Ok(ApplyStats { diff_id: hashing.digest(), size: applier.size, tar_size: hashing.count() })
+    Ok(ApplyStats {
+        diff_id: hashing.digest(),
+        size: applier.size,
+        tar_size: hashing.count(),
+    })
 }
 
 struct Applier<'p> {
@@ -82,7 +98,9 @@ struct Applier<'p> {
 
 /// Splits a tar path into its components, refusing any that would climb out of the root.
 fn clean_components(raw: &Path) -> Result<Vec<String>> {
-    let s = raw.to_str().ok_or_else(|| bad(format!("non-utf8 path {}", raw.display())))?;
+    let s = raw
+        .to_str()
+        .ok_or_else(|| bad(format!("non-utf8 path {}", raw.display())))?;
     let mut out: Vec<String> = Vec::new();
     for c in s.split('/') {
         match c {
@@ -100,7 +118,10 @@ fn clean_components(raw: &Path) -> Result<Vec<String>> {
 
 impl Applier<'_> {
     fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<()> {
-        let raw = entry.path().map_err(|e| bad(format!("read entry path: {e}")))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(|e| bad(format!("read entry path: {e}")))?
+            .into_owned();
         let comps = clean_components(&raw)?;
         let Some((base, parent_comps)) = comps.split_last() else {
             // The root directory entry ("./"): the target directory's own metadata stays as is.
@@ -108,7 +129,8 @@ impl Applier<'_> {
         };
         if base == WHITEOUT_OPAQUE {
             let dir = self.resolve(parent_comps, true)?;
-            return sys::lsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y").map_err(|e| io_bad("set opaque xattr on", &dir, e));
+            return sys::lsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y")
+                .map_err(|e| io_bad("set opaque xattr on", &dir, e));
         }
         if base.starts_with(WHITEOUT_META_PREFIX) {
             // aufs bookkeeping files (.wh..wh.plnk etc.) carry nothing for overlay.
@@ -125,10 +147,15 @@ impl Applier<'_> {
         let path = parent.join(base);
         let header = entry.header().clone();
         let kind = header.entry_type();
-        let mode = header.mode().map_err(|e| bad(format!("{}: bad mode: {e}", raw.display())))? & 0o7777;
+        let mode = header
+            .mode()
+            .map_err(|e| bad(format!("{}: bad mode: {e}", raw.display())))?
+            & 0o7777;
         match kind {
             EntryType::Directory => {
-                let is_dir = fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false);
+                let is_dir = fs::symlink_metadata(&path)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false);
                 if !is_dir {
                     remove_existing(&path)?;
                     fs::create_dir(&path).map_err(|e| io_bad("create directory", &path, e))?;
@@ -146,7 +173,10 @@ impl Applier<'_> {
                 let expected = entry.size();
                 let n = io::copy(entry, &mut file).map_err(|e| io_bad("write file", &path, e))?;
                 if n != expected {
-                    return Err(bad(format!("truncated tar: {} has {n} of {expected} bytes", raw.display())));
+                    return Err(bad(format!(
+                        "truncated tar: {} has {n} of {expected} bytes",
+                        raw.display()
+                    )));
                 }
                 self.size += n;
             }
@@ -156,7 +186,8 @@ impl Applier<'_> {
                     .map_err(|e| bad(format!("read link name: {e}")))?
                     .ok_or_else(|| bad(format!("symlink {} has no target", raw.display())))?;
                 remove_existing(&path)?;
-                std::os::unix::fs::symlink(&target, &path).map_err(|e| io_bad("create symlink", &path, e))?;
+                std::os::unix::fs::symlink(&target, &path)
+                    .map_err(|e| io_bad("create symlink", &path, e))?;
             }
             EntryType::Link => {
                 let target = entry
@@ -165,13 +196,24 @@ impl Applier<'_> {
                     .ok_or_else(|| bad(format!("hard link {} has no target", raw.display())))?;
                 let tcomps = clean_components(&target)?;
                 let Some((tbase, tparent)) = tcomps.split_last() else {
-                    return Err(bad(format!("hard link {} points at the root", raw.display())));
+                    return Err(bad(format!(
+                        "hard link {} points at the root",
+                        raw.display()
+                    )));
                 };
                 let src = self.resolve(tparent, false)?.join(tbase);
-                let meta = fs::symlink_metadata(&src)
-                    .map_err(|e| bad(format!("hard link {} to {}: {e}", raw.display(), target.display())))?;
+                let meta = fs::symlink_metadata(&src).map_err(|e| {
+                    bad(format!(
+                        "hard link {} to {}: {e}",
+                        raw.display(),
+                        target.display()
+                    ))
+                })?;
                 if meta.is_dir() {
-                    return Err(bad(format!("hard link {} points at a directory", raw.display())));
+                    return Err(bad(format!(
+                        "hard link {} points at a directory",
+                        raw.display()
+                    )));
                 }
                 if src == path {
                     return Ok(());
@@ -194,10 +236,18 @@ impl Applier<'_> {
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
                 remove_existing(&path)?;
-                mknod(&path, sflag, Mode::from_bits_truncate(0o600), makedev(major.into(), minor.into()))
-                    .map_err(|e| io_bad("create device node", &path, e.into()))?;
+                mknod(
+                    &path,
+                    sflag,
+                    Mode::from_bits_truncate(0o600),
+                    makedev(major.into(), minor.into()),
+                )
+                .map_err(|e| io_bad("create device node", &path, e.into()))?;
             }
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {
+            EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink => {
                 return Ok(());
             }
             other => {
@@ -232,13 +282,19 @@ impl Applier<'_> {
         }
         if !is_link {
             // After chown, which clears set-id bits.
-            fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| io_bad("chmod", path, e))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(|e| io_bad("chmod", path, e))?;
         }
-        if let Some(exts) = entry.pax_extensions().map_err(|e| bad(format!("read pax headers: {e}")))? {
+        if let Some(exts) = entry
+            .pax_extensions()
+            .map_err(|e| bad(format!("read pax headers: {e}")))?
+        {
             for ext in exts {
                 let ext = ext.map_err(|e| bad(format!("read pax header: {e}")))?;
                 let Ok(key) = ext.key() else { continue };
-                let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) else { continue };
+                let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) else {
+                    continue;
+                };
                 if let Err(e) = sys::lsetxattr(path, name.as_bytes(), ext.value_bytes()) {
                     if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) {
                         tracing::warn!(path = %path.display(), xattr = name, "cannot set xattr: {e}");
@@ -285,17 +341,28 @@ impl Applier<'_> {
             let candidate = self.root.join(&rel);
             let link_target = match fs::symlink_metadata(&candidate) {
                 Ok(m) if m.is_dir() => None,
-                Ok(m) if m.file_type().is_symlink() => {
-                    Some(fs::read_link(&candidate).map_err(|e| io_bad("read symlink", &candidate, e))?)
+                Ok(m) if m.file_type().is_symlink() => Some(
+                    fs::read_link(&candidate).map_err(|e| io_bad("read symlink", &candidate, e))?,
+                ),
+                Ok(_) => {
+                    return Err(bad(format!(
+                        "{}: {} is not a directory",
+                        shown(),
+                        rel.display()
+                    )));
                 }
-                Ok(_) => return Err(bad(format!("{}: {} is not a directory", shown(), rel.display()))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => match self.lower_lookup(&rel) {
                     Lower::Symlink(t) => Some(t),
                     found => {
                         if !create {
-                            return Err(bad(format!("{}: {} does not exist", shown(), rel.display())));
+                            return Err(bad(format!(
+                                "{}: {} does not exist",
+                                shown(),
+                                rel.display()
+                            )));
                         }
-                        fs::create_dir(&candidate).map_err(|e| io_bad("create directory", &candidate, e))?;
+                        fs::create_dir(&candidate)
+                            .map_err(|e| io_bad("create directory", &candidate, e))?;
                         if let Lower::Dir(meta) = found {
                             copy_dir_metadata(&candidate, &meta, self.is_root)?;
                         }
@@ -309,9 +376,14 @@ impl Applier<'_> {
                 Some(t) => {
                     links += 1;
                     if links > MAX_SYMLINKS {
-                        return Err(bad(format!("{}: too many levels of symbolic links", shown())));
+                        return Err(bad(format!(
+                            "{}: too many levels of symbolic links",
+                            shown()
+                        )));
                     }
-                    let ts = t.to_str().ok_or_else(|| bad(format!("non-utf8 symlink target {}", t.display())))?;
+                    let ts = t
+                        .to_str()
+                        .ok_or_else(|| bad(format!("non-utf8 symlink target {}", t.display())))?;
                     if ts.starts_with('/') {
                         current.clear();
                     }
@@ -350,10 +422,15 @@ enum Lower {
 
 fn copy_dir_metadata(path: &Path, meta: &fs::Metadata, is_root: bool) -> Result<()> {
     if is_root {
-        nix::unistd::chown(path, Some(Uid::from_raw(meta.uid())), Some(Gid::from_raw(meta.gid())))
-            .map_err(|e| io_bad("chown", path, e.into()))?;
+        nix::unistd::chown(
+            path,
+            Some(Uid::from_raw(meta.uid())),
+            Some(Gid::from_raw(meta.gid())),
+        )
+        .map_err(|e| io_bad("chown", path, e.into()))?;
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(|e| io_bad("chmod", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(|e| io_bad("chmod", path, e))
 }
 
 /// Removes whatever is at `path` (not following symlinks) so a new entry can take its place.

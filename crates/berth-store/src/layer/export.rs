@@ -46,7 +46,9 @@ fn write_tree(root: &Path, writer: impl Write, convert_whiteouts: bool) -> Resul
         inodes: HashMap::new(),
     };
     tw.walk(Path::new(""))?;
-    tw.builder.finish().map_err(|e| StoreError::io("finish tar of", root, e))
+    tw.builder
+        .finish()
+        .map_err(|e| StoreError::io("finish tar of", root, e))
 }
 
 impl<W: Write> TreeWriter<W> {
@@ -73,7 +75,13 @@ impl<W: Write> TreeWriter<W> {
             }
             self.append_entry(&rel, &full, &meta)?;
             if ft.is_dir() {
-                if self.convert_whiteouts && sys::lgetxattr(&full, OVERLAY_OPAQUE_XATTR).ok().flatten().as_deref() == Some(b"y") {
+                if self.convert_whiteouts
+                    && sys::lgetxattr(&full, OVERLAY_OPAQUE_XATTR)
+                        .ok()
+                        .flatten()
+                        .as_deref()
+                        == Some(b"y")
+                {
                     self.append_empty(&rel.join(".wh..wh..opq"), &meta)?;
                 }
                 self.walk(&rel)?;
@@ -96,7 +104,9 @@ impl<W: Write> TreeWriter<W> {
     fn append_empty(&mut self, rel: &Path, meta: &fs::Metadata) -> Result<()> {
         let mut h = Self::base_header(meta, EntryType::Regular);
         h.set_mode(0o644);
-        self.builder.append_data(&mut h, rel, io::empty()).map_err(werr(rel))
+        self.builder
+            .append_data(&mut h, rel, io::empty())
+            .map_err(werr(rel))
     }
 
     fn append_xattrs(&mut self, full: &Path) -> Result<()> {
@@ -106,8 +116,12 @@ impl<W: Write> TreeWriter<W> {
             if name.starts_with(OVERLAY_XATTR_PREFIX) {
                 continue;
             }
-            let Ok(name_str) = String::from_utf8(name.clone()) else { continue };
-            if let Some(value) = sys::lgetxattr(full, &name).map_err(|e| StoreError::io("read xattr of", full, e))? {
+            let Ok(name_str) = String::from_utf8(name.clone()) else {
+                continue;
+            };
+            if let Some(value) =
+                sys::lgetxattr(full, &name).map_err(|e| StoreError::io("read xattr of", full, e))?
+            {
                 pax.push((format!("SCHILY.xattr.{name_str}"), value));
             }
         }
@@ -125,24 +139,34 @@ impl<W: Write> TreeWriter<W> {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.inodes.get(&key).cloned() {
                 let mut h = Self::base_header(meta, EntryType::Link);
-                return self.builder.append_link(&mut h, rel, &first).map_err(werr(rel));
+                return self
+                    .builder
+                    .append_link(&mut h, rel, &first)
+                    .map_err(werr(rel));
             }
             self.inodes.insert(key, rel.to_path_buf());
         }
         self.append_xattrs(full)?;
         if ft.is_dir() {
             let mut h = Self::base_header(meta, EntryType::Directory);
-            self.builder.append_data(&mut h, rel, io::empty()).map_err(werr(rel))
+            self.builder
+                .append_data(&mut h, rel, io::empty())
+                .map_err(werr(rel))
         } else if ft.is_symlink() {
-            let target = fs::read_link(full).map_err(|e| StoreError::io("read symlink", full, e))?;
+            let target =
+                fs::read_link(full).map_err(|e| StoreError::io("read symlink", full, e))?;
             let mut h = Self::base_header(meta, EntryType::Symlink);
-            self.builder.append_link(&mut h, rel, &target).map_err(werr(rel))
+            self.builder
+                .append_link(&mut h, rel, &target)
+                .map_err(werr(rel))
         } else if ft.is_file() {
             let file = File::open(full).map_err(|e| StoreError::io("open", full, e))?;
             let mut h = Self::base_header(meta, EntryType::Regular);
             h.set_size(meta.len());
             // Guard against the file changing size while it is archived.
-            self.builder.append_data(&mut h, rel, io::Read::take(file, meta.len())).map_err(werr(rel))
+            self.builder
+                .append_data(&mut h, rel, io::Read::take(file, meta.len()))
+                .map_err(werr(rel))
         } else {
             let kind = if ft.is_char_device() {
                 EntryType::Char
@@ -157,7 +181,9 @@ impl<W: Write> TreeWriter<W> {
             let minor = nix::sys::stat::minor(rdev) as u32;
             h.set_device_major(major).map_err(werr(rel))?;
             h.set_device_minor(minor).map_err(werr(rel))?;
-            self.builder.append_data(&mut h, rel, io::empty()).map_err(werr(rel))
+            self.builder
+                .append_data(&mut h, rel, io::empty())
+                .map_err(werr(rel))
         }
     }
 }

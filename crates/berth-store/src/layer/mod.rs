@@ -46,11 +46,15 @@ impl Compression {
 
 /// Detects the compression of `reader` from its magic bytes without consuming them.
 pub fn detect_compression<R: Read>(reader: &mut BufReader<R>) -> Result<Compression> {
-    let head = reader.fill_buf().map_err(|e| StoreError::InvalidLayer(format!("read layer: {e}")))?;
+    let head = reader
+        .fill_buf()
+        .map_err(|e| StoreError::InvalidLayer(format!("read layer: {e}")))?;
     if head.starts_with(&GZIP_MAGIC) {
         Ok(Compression::Gzip)
     } else if head.starts_with(&ZSTD_MAGIC) {
-        Err(StoreError::InvalidLayer("zstd-compressed layers are not supported".to_string()))
+        Err(StoreError::InvalidLayer(
+            "zstd-compressed layers are not supported".to_string(),
+        ))
     } else {
         Ok(Compression::None)
     }

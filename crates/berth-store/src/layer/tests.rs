@@ -15,7 +15,9 @@ struct TarBuilder {
 
 impl TarBuilder {
     fn new() -> Self {
-        TarBuilder { b: tar::Builder::new(Vec::new()) }
+        TarBuilder {
+            b: tar::Builder::new(Vec::new()),
+        }
     }
 
     fn header(name: &str, kind: EntryType, mode: u32, size: u64) -> Header {
@@ -97,9 +99,18 @@ fn applies_files_links_and_metadata_plain_and_gzip() {
         assert_eq!(m.mode() & 0o7777, 0o644);
         assert_eq!(m.mtime(), 1_000_000);
         assert_eq!(m.nlink(), 2);
-        assert_eq!(fs::metadata(dir.path().join("etc")).unwrap().mtime(), 1_000_000);
-        assert_eq!(fs::read_link(dir.path().join("bin")).unwrap(), Path::new("usr/bin"));
-        assert_eq!(fs::read(dir.path().join("deep/missing/parent")).unwrap(), b"x");
+        assert_eq!(
+            fs::metadata(dir.path().join("etc")).unwrap().mtime(),
+            1_000_000
+        );
+        assert_eq!(
+            fs::read_link(dir.path().join("bin")).unwrap(),
+            Path::new("usr/bin")
+        );
+        assert_eq!(
+            fs::read(dir.path().join("deep/missing/parent")).unwrap(),
+            b"x"
+        );
     }
 }
 
@@ -121,7 +132,12 @@ fn whiteouts_and_opaque_dirs_become_overlay_markers_and_back() {
     let wh = fs::symlink_metadata(dir.path().join("a/gone")).unwrap();
     assert!(wh.file_type().is_char_device());
     assert_eq!(wh.rdev(), 0);
-    assert_eq!(sys::lgetxattr(&dir.path().join("c"), b"trusted.overlay.opaque").unwrap().as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        sys::lgetxattr(&dir.path().join("c"), b"trusted.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
     assert!(!dir.path().join("c/.wh..wh..opq").exists());
 
     let mut out = Vec::new();
@@ -129,7 +145,14 @@ fn whiteouts_and_opaque_dirs_become_overlay_markers_and_back() {
     let mut names: Vec<String> = tar::Archive::new(out.as_slice())
         .entries()
         .unwrap()
-        .map(|e| e.unwrap().path().unwrap().to_string_lossy().trim_end_matches('/').to_string())
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string()
+        })
         .collect();
     names.sort();
     assert_eq!(names, ["a", "a/.wh.gone", "c", "c/.wh..wh..opq", "c/kept"]);
@@ -148,9 +171,15 @@ fn tar_dir_round_trips_through_apply() {
     let dst = tempfile::tempdir().unwrap();
     apply_layer(out.as_slice(), dst.path()).unwrap();
     assert_eq!(fs::read(dst.path().join("x/y/f")).unwrap(), b"data");
-    assert_eq!(fs::metadata(dst.path().join("x/y/f")).unwrap().mode() & 0o7777, 0o751);
+    assert_eq!(
+        fs::metadata(dst.path().join("x/y/f")).unwrap().mode() & 0o7777,
+        0o751
+    );
     assert_eq!(fs::metadata(dst.path().join("x/h")).unwrap().nlink(), 2);
-    assert_eq!(fs::read_link(dst.path().join("x/s")).unwrap(), Path::new("y/f"));
+    assert_eq!(
+        fs::read_link(dst.path().join("x/s")).unwrap(),
+        Path::new("y/f")
+    );
 }
 
 /// Applies `tar` to `<tmp>/target` next to `<tmp>/canary` and checks nothing outside the
@@ -162,12 +191,26 @@ fn apply_hostile(tar: &[u8]) -> (bool, tempfile::TempDir) {
     let canary = tmp.path().join("canary");
     fs::write(&canary, b"original").unwrap();
     let ok = apply_layer(tar, &target).is_ok();
-    assert_eq!(fs::read(&canary).unwrap(), b"original", "canary content changed");
-    assert_eq!(fs::metadata(&canary).unwrap().nlink(), 1, "canary got hard-linked");
-    let mut outside: Vec<String> =
-        fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        fs::read(&canary).unwrap(),
+        b"original",
+        "canary content changed"
+    );
+    assert_eq!(
+        fs::metadata(&canary).unwrap().nlink(),
+        1,
+        "canary got hard-linked"
+    );
+    let mut outside: Vec<String> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     outside.sort();
-    assert_eq!(outside, ["canary", "target"], "something was written outside the target");
+    assert_eq!(
+        outside,
+        ["canary", "target"],
+        "something was written outside the target"
+    );
     (ok, tmp)
 }
 
@@ -186,15 +229,24 @@ fn hostile_tars_never_write_outside_the_target() {
 
     // A symlink to the outside, then a write through it, lands inside the target.
     for link in ["..", "/", "../..", "/../.."] {
-        let tar = TarBuilder::new().link("esc", EntryType::Symlink, link).file("esc/canary", b"pwned").finish();
+        let tar = TarBuilder::new()
+            .link("esc", EntryType::Symlink, link)
+            .file("esc/canary", b"pwned")
+            .finish();
         let (ok, tmp) = apply_hostile(&tar);
         assert!(ok, "link {link}");
-        assert_eq!(fs::read(tmp.path().join("target/canary")).unwrap(), b"pwned");
+        assert_eq!(
+            fs::read(tmp.path().join("target/canary")).unwrap(),
+            b"pwned"
+        );
     }
 
     // A symlink pointing at the canary file, then a regular file over the link: the link is
     // replaced, the canary is not written.
-    let tar = TarBuilder::new().link("esc", EntryType::Symlink, "../canary").file("esc", b"pwned").finish();
+    let tar = TarBuilder::new()
+        .link("esc", EntryType::Symlink, "../canary")
+        .file("esc", b"pwned")
+        .finish();
     let (ok, tmp) = apply_hostile(&tar);
     assert!(ok);
     assert_eq!(fs::read(tmp.path().join("target/esc")).unwrap(), b"pwned");
@@ -210,18 +262,32 @@ fn hostile_tars_never_write_outside_the_target() {
     assert!(tmp.path().join("target/x/canary").exists());
 
     // Hard links to the outside are refused, directly or through a symlink.
-    let (ok, _) = apply_hostile(&TarBuilder::new().link("hl", EntryType::Link, "../canary").finish());
+    let (ok, _) = apply_hostile(
+        &TarBuilder::new()
+            .link("hl", EntryType::Link, "../canary")
+            .finish(),
+    );
     assert!(!ok);
-    let tar = TarBuilder::new().link("esc", EntryType::Symlink, "..").link("hl", EntryType::Link, "esc/canary").finish();
+    let tar = TarBuilder::new()
+        .link("esc", EntryType::Symlink, "..")
+        .link("hl", EntryType::Link, "esc/canary")
+        .finish();
     let (ok, _) = apply_hostile(&tar);
     assert!(!ok);
-    let (ok, _) = apply_hostile(&TarBuilder::new().link("hl", EntryType::Link, "/etc/passwd").finish());
+    let (ok, _) = apply_hostile(
+        &TarBuilder::new()
+            .link("hl", EntryType::Link, "/etc/passwd")
+            .finish(),
+    );
     assert!(!ok);
 }
 
 #[test]
 fn truncated_and_corrupt_tars_are_rejected() {
-    let tar = TarBuilder::new().file("big", &[7u8; 4096]).file("after", b"x").finish();
+    let tar = TarBuilder::new()
+        .file("big", &[7u8; 4096])
+        .file("after", b"x")
+        .finish();
     let dir = tempfile::tempdir().unwrap();
     let err = apply_layer(&tar[..1500], dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::InvalidLayer(_)), "{err}");
