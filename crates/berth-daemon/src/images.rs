@@ -44,10 +44,10 @@ impl Daemon {
         let mut out = Vec::new();
         for (image, names) in images {
             let tags: Vec<String> = names.iter().map(Reference::familiar_string).collect();
-            if let Some(d) = filters.get("dangling").first() {
-                if berth_api::query::parse_bool(d) != tags.is_empty() {
-                    continue;
-                }
+            if let Some(d) = filters.get("dangling").first()
+                && berth_api::query::parse_bool(d) != tags.is_empty()
+            {
+                continue;
             }
             let refs = filters.get("reference");
             if !refs.is_empty()

@@ -277,12 +277,13 @@ fn validate_host_config(
         return Err(ServiceError::not_found(format!("network {mode} not found")));
     }
     host.network_mode = Some(mode);
-    if let Some(rt) = host.runtime.as_deref().filter(|r| !r.is_empty()) {
-        if rt != crate::config::BUILTIN_RUNTIME && !runtimes.contains_key(rt) {
-            return Err(ServiceError::invalid(format!(
-                "unknown or invalid runtime name: {rt}"
-            )));
-        }
+    if let Some(rt) = host.runtime.as_deref().filter(|r| !r.is_empty())
+        && rt != crate::config::BUILTIN_RUNTIME
+        && !runtimes.contains_key(rt)
+    {
+        return Err(ServiceError::invalid(format!(
+            "unknown or invalid runtime name: {rt}"
+        )));
     }
     let log = host.log_config.get_or_insert_with(Default::default);
     match log.typ.as_deref() {
@@ -295,7 +296,7 @@ fn validate_host_config(
     }
     log.config.get_or_insert_with(Default::default);
     host.restart_policy
-        .get_or_insert_with(|| berth_api::models::RestartPolicy {
+        .get_or_insert(berth_api::models::RestartPolicy {
             name: Some(berth_api::models::RestartPolicyNameEnum::NO),
             maximum_retry_count: Some(0),
         });

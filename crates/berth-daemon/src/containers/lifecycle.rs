@@ -54,10 +54,10 @@ impl WaitCondition {
 /// Maps a signal name or number (`KILL`, `SIGKILL`, `9`) to its number.
 pub fn parse_signal(text: &str) -> ServiceResult<i32> {
     let text = text.trim();
-    if let Ok(n) = text.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
+    if let Ok(n) = text.parse::<i32>()
+        && (1..=64).contains(&n)
+    {
+        return Ok(n);
     }
     let upper = text.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -154,10 +154,8 @@ impl Daemon {
         if let Err(e) = self.persist(container).await {
             tracing::warn!(container = %container.id, "cannot persist start failure: {e}");
         }
-        if auto_remove {
-            if let Err(e) = self.remove_container(&container.id, true, true).await {
-                tracing::warn!(container = %container.id, "auto-remove after failed start: {e}");
-            }
+        if auto_remove && let Err(e) = self.remove_container(&container.id, true, true).await {
+            tracing::warn!(container = %container.id, "auto-remove after failed start: {e}");
         }
     }
 
@@ -214,10 +212,10 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(shim) = shim {
-            if let Err(e) = shim.delete().await {
-                tracing::warn!(container = %container.id, "shim delete failed: {e}");
-            }
+        if let Some(shim) = shim
+            && let Err(e) = shim.delete().await
+        {
+            tracing::warn!(container = %container.id, "shim delete failed: {e}");
         }
         self.remove_cgroup(&container.id);
         self.unmount_rootfs(&container.id).await;
@@ -235,10 +233,8 @@ impl Daemon {
             l.active = false;
         });
         drop(guard);
-        if auto_remove {
-            if let Err(e) = self.remove_container(&container.id, true, true).await {
-                tracing::warn!(container = %container.id, "auto-remove failed: {e}");
-            }
+        if auto_remove && let Err(e) = self.remove_container(&container.id, true, true).await {
+            tracing::warn!(container = %container.id, "auto-remove failed: {e}");
         }
     }
 

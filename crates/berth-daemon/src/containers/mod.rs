@@ -152,10 +152,10 @@ impl ContainerIndex {
             return Ok(c.clone());
         }
         let name = reference.strip_prefix('/').unwrap_or(reference);
-        if let Some(id) = inner.by_name.get(name) {
-            if let Some(c) = inner.by_id.get(id) {
-                return Ok(c.clone());
-            }
+        if let Some(id) = inner.by_name.get(name)
+            && let Some(c) = inner.by_id.get(id)
+        {
+            return Ok(c.clone());
         }
         if !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
             let mut matches = inner.by_id.values().filter(|c| c.id.starts_with(reference));

@@ -57,15 +57,15 @@ impl Daemon {
             if !all && !r.state.status.is_active() {
                 continue;
             }
-            if let Some(b) = before {
-                if r.created >= b {
-                    continue;
-                }
+            if let Some(b) = before
+                && r.created >= b
+            {
+                continue;
             }
-            if let Some(s) = since {
-                if r.created <= s {
-                    continue;
-                }
+            if let Some(s) = since
+                && r.created <= s
+            {
+                continue;
             }
             if !record_matches(&r, f, &ancestors) {
                 continue;

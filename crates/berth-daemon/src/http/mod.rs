@@ -82,28 +82,26 @@ fn router(daemon: Arc<Daemon>) -> Router {
 async fn strip_version(mut req: Request) -> Result<Request, Response> {
     let path = req.uri().path().to_string();
     let mut version = ApiVersion::max();
-    if let Some(rest) = path.strip_prefix("/v") {
-        if let Some((v, tail)) = rest.split_once('/') {
-            if let Some(parsed) = ApiVersion::parse(v) {
-                let min =
-                    ApiVersion::parse(berth_api::MIN_API_VERSION).unwrap_or(ApiVersion(1, 24));
-                if parsed < min {
-                    let message = format!(
-                        "client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
-                        berth_api::MIN_API_VERSION
-                    );
-                    return Err(error_response(StatusCode::BAD_REQUEST, &message));
-                }
-                version = if parsed > version { version } else { parsed };
-                let new_path = format!("/{tail}");
-                let pq = match req.uri().query() {
-                    Some(q) => format!("{new_path}?{q}"),
-                    None => new_path,
-                };
-                if let Ok(uri) = pq.parse::<Uri>() {
-                    *req.uri_mut() = uri;
-                }
-            }
+    if let Some(rest) = path.strip_prefix("/v")
+        && let Some((v, tail)) = rest.split_once('/')
+        && let Some(parsed) = ApiVersion::parse(v)
+    {
+        let min = ApiVersion::parse(berth_api::MIN_API_VERSION).unwrap_or(ApiVersion(1, 24));
+        if parsed < min {
+            let message = format!(
+                "client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
+                berth_api::MIN_API_VERSION
+            );
+            return Err(error_response(StatusCode::BAD_REQUEST, &message));
+        }
+        version = if parsed > version { version } else { parsed };
+        let new_path = format!("/{tail}");
+        let pq = match req.uri().query() {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        };
+        if let Ok(uri) = pq.parse::<Uri>() {
+            *req.uri_mut() = uri;
         }
     }
     req.extensions_mut().insert(version);
