@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod http;
 mod images;
+mod remote;
 mod system;
 
 use std::os::unix::fs::PermissionsExt;

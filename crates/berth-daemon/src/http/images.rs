@@ -58,12 +58,14 @@ async fn list(
 async fn create(State(d): State<AppState>, query: RawQuery, body: Body) -> Response {
     let p = q(&query);
     if let Some(src) = p.get("fromSrc") {
-        if src != "-" {
-            return ServiceError::invalid(format!(
-                "importing from a URL is not supported by this engine yet: {src}"
-            ))
-            .into_response();
-        }
+        let source = if src == "-" {
+            stream::body_reader(body)
+        } else {
+            match crate::remote::fetch(src).await {
+                Ok(reader) => reader,
+                Err(e) => return e.into_response(),
+            }
+        };
         let repo = p
             .get("repo")
             .map(|r| match p.get("tag").filter(|t| !t.is_empty()) {
@@ -76,12 +78,7 @@ async fn create(State(d): State<AppState>, query: RawQuery, body: Body) -> Respo
             .filter(|m| !m.is_empty())
             .map(str::to_string);
         return match d
-            .import_image(
-                stream::body_reader(body),
-                repo.as_deref(),
-                &changes,
-                message,
-            )
+            .import_image(source, repo.as_deref(), &changes, message)
             .await
         {
             Ok(id) => json(StatusCode::OK, &JsonMessage::status(id)),

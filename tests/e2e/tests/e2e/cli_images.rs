@@ -408,3 +408,56 @@ fn export_container_filesystem() {
         "export includes the container's changes: {listing:?}"
     );
 }
+
+/// Serves `body` once over plain HTTP on a loopback port; returns the URL.
+fn serve_once(body: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!(
+        "http://{}/rootfs.tar",
+        listener.local_addr().expect("local addr")
+    );
+    let server = std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    (url, server)
+}
+
+#[test]
+fn import_from_a_url() {
+    let d = daemon_or_skip!(TestDaemon::start());
+    let (url, server) = serve_once(tiny_rootfs("from a url\n"));
+    let id = d
+        .berth(&[
+            "import",
+            "-c",
+            r#"CMD ["cat","/data/hello.txt"]"#,
+            &url,
+            "fromurl:1",
+        ])
+        .ok("import URL");
+    assert!(is_id(id.trim()), "import prints the new id, got {id}");
+    server.join().expect("server thread");
+    d.berth(&["create", "--name", "fromurl", "fromurl:1"])
+        .ok("create");
+    let mut export = Command::new(d.bin_dir().join("berth"));
+    export.args(["-H", &d.host(), "--no-autostart", "export", "fromurl"]);
+    let tar = run_with_timeout(export, None, Duration::from_secs(60));
+    let listing = tar_listing(&tar.stdout);
+    assert!(listing.iter().any(|l| l == "data/hello.txt"), "{listing:?}");
+    let missing = d.berth(&["import", "http://127.0.0.1:9/none.tar", "never:1"]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(
+        d.berth(&["images", "-q", "never"]).ok("images").is_empty(),
+        "a failed import leaves no image"
+    );
+}
