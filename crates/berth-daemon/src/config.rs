@@ -25,6 +25,9 @@ pub struct FileConfig {
     /// `debug`.
     #[serde(default)]
     pub debug: bool,
+    /// `insecure-registries`: registries that may use plain HTTP.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
 }
 
 /// One entry of `runtimes`.
@@ -59,6 +62,8 @@ pub struct Config {
     pub runtimes: std::collections::BTreeMap<String, PathBuf>,
     /// The shim binary to spawn per container.
     pub shim_binary: PathBuf,
+    /// Registries that may use plain HTTP besides 127.0.0.0/8.
+    pub insecure_registries: Vec<String>,
 }
 
 /// Name of the built-in runtime (youki's libcontainer linked into the shim).

@@ -19,6 +19,8 @@ pub struct Daemon {
     pub containers: ContainerIndex,
     /// Events for `/events`.
     pub events: EventBus,
+    /// Exec instances.
+    pub execs: crate::exec::ExecTable,
     /// The cgroup containers are nested under.
     pub cgroup_parent: String,
     /// The static init binary mounted at /sbin/docker-init for `--init`.
@@ -46,6 +48,7 @@ impl Daemon {
             store: Arc::new(store),
             containers: ContainerIndex::default(),
             events: EventBus::default(),
+            execs: Default::default(),
             cgroup_parent,
             init_binary,
             me: me.clone(),

@@ -12,6 +12,8 @@ pub enum ErrorKind {
     InvalidArgument,
     /// 304: the operation had nothing to do (start a running container).
     NotModified,
+    /// 401: a registry refused the credentials.
+    Unauthorized,
     /// 500: anything else.
     Internal,
 }

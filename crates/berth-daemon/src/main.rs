@@ -8,8 +8,10 @@ mod containers;
 mod daemon;
 mod error;
 mod events;
+mod exec;
 mod http;
 mod images;
+mod registry;
 mod remote;
 mod system;
 
@@ -98,6 +100,7 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
         default_runtime,
         runtimes,
         shim_binary: find_shim()?,
+        insecure_registries: file.insecure_registries,
     })
 }
 

@@ -16,8 +16,8 @@ use tokio::sync::Mutex;
 
 use crate::error::{ErrorKind, Result, RuntimeError};
 use crate::protocol::{
-    EXIT_FILE_NAME, ExitStatus, FRAME_HEADER_LEN, PROTOCOL_VERSION, Request, Response, RunArgs,
-    SOCKET_NAME, ShimState, decode_frame_header,
+    EXIT_FILE_NAME, ExecSpec, ExecState, ExitStatus, FRAME_HEADER_LEN, PROTOCOL_VERSION, Request,
+    Response, RunArgs, SOCKET_NAME, STREAM_EXIT, ShimState, decode_frame_header,
 };
 use crate::shim::StartupError;
 
@@ -276,10 +276,103 @@ impl ShimClient {
         })
     }
 
+    /// Starts a process in the running container and streams its stdio on a new connection.
+    ///
+    /// Failures to start come back as [`RuntimeError::Shim`]: kind [`ErrorKind::NotFound`]
+    /// or [`ErrorKind::NotExecutable`] (with docker's messages) when the executable cannot
+    /// be run, [`ErrorKind::InvalidState`] when the container is not running or the exec id
+    /// is taken.
+    pub async fn exec(&self, spec: &ExecSpec) -> Result<ExecStream> {
+        let (mut conn, _) = Conn::open(&self.state_dir).await?;
+        let pid = exec_started(
+            conn.call(&Request::Exec {
+                spec: spec.clone(),
+                detach: false,
+            })
+            .await?,
+        )?;
+        Ok(ExecStream {
+            pid,
+            output: ExecOutput {
+                reader: conn.reader,
+                exit_code: None,
+                ended: false,
+            },
+            input: ExecInput {
+                writer: conn.writer,
+            },
+        })
+    }
+
+    /// Starts a process in the running container with its output discarded; returns its
+    /// host pid. The shim records its exit code for [`ShimClient::exec_state`].
+    pub async fn exec_detached(&self, spec: &ExecSpec) -> Result<i32> {
+        exec_started(
+            self.call(Request::Exec {
+                spec: spec.clone(),
+                detach: true,
+            })
+            .await?,
+        )
+    }
+
+    /// The state of an exec (running ones and the last 256 finished ones are known).
+    pub async fn exec_state(&self, exec_id: &str) -> Result<ExecState> {
+        match self
+            .call(Request::ExecState {
+                exec_id: exec_id.to_string(),
+            })
+            .await?
+        {
+            Response::ExecState(s) => Ok(s),
+            other => Err(RuntimeError::Protocol(format!(
+                "expected exec state, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Resizes an exec's terminal.
+    pub async fn resize_exec(&self, exec_id: &str, height: u16, width: u16) -> Result<()> {
+        expect_ok(
+            self.call(Request::ResizeExec {
+                exec_id: exec_id.to_string(),
+                height,
+                width,
+            })
+            .await?,
+        )
+    }
+
     /// Destroys the container (killing it if it runs); the shim exits afterwards.
     pub async fn delete(&self) -> Result<()> {
         expect_ok(self.call(Request::Delete).await?)
     }
+}
+
+fn exec_started(resp: Response) -> Result<i32> {
+    match resp {
+        Response::ExecStarted { pid } => Ok(pid),
+        other => Err(RuntimeError::Protocol(format!(
+            "expected exec started, got {other:?}"
+        ))),
+    }
+}
+
+/// Reads one frame; `None` at a clean end of the stream.
+async fn read_frame(reader: &mut BufReader<OwnedReadHalf>) -> Result<Option<(u8, Bytes)>> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    match reader.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(RuntimeError::io("read frame from shim", e)),
+    }
+    let (stream, len) = decode_frame_header(&header);
+    let mut payload = vec![0u8; len];
+    reader
+        .read_exact(&mut payload)
+        .await
+        .map_err(|e| RuntimeError::io("read frame payload from shim", e))?;
+    Ok(Some((stream, Bytes::from(payload))))
 }
 
 /// Reads `<state_dir>/exit.json`, if the container has exited.
@@ -333,19 +426,7 @@ pub struct AttachOutput {
 impl AttachOutput {
     /// The next output frame `(stream id, bytes)`; `None` at the end of the stream.
     pub async fn next_frame(&mut self) -> Result<Option<(u8, Bytes)>> {
-        let mut header = [0u8; FRAME_HEADER_LEN];
-        match self.reader.read_exact(&mut header).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(RuntimeError::io("read attach frame", e)),
-        }
-        let (stream, len) = decode_frame_header(&header);
-        let mut payload = vec![0u8; len];
-        self.reader
-            .read_exact(&mut payload)
-            .await
-            .map_err(|e| RuntimeError::io("read attach frame payload", e))?;
-        Ok(Some((stream, Bytes::from(payload))))
+        read_frame(&mut self.reader).await
     }
 }
 
@@ -357,6 +438,117 @@ pub struct AttachInput {
 }
 
 impl AsyncWrite for AttachInput {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.writer).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.writer).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.writer).poll_shutdown(cx)
+    }
+}
+
+/// A started exec: its decoded output frames plus a stdin writer.
+#[derive(Debug)]
+pub struct ExecStream {
+    pid: i32,
+    output: ExecOutput,
+    input: ExecInput,
+}
+
+impl ExecStream {
+    /// Host pid of the exec's process.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The next output frame `(stream id, bytes)` (1 stdout, 2 stderr; everything is 1 with
+    /// a tty); `None` once the process exited and all its output was delivered.
+    pub async fn next_frame(&mut self) -> Result<Option<(u8, Bytes)>> {
+        self.output.next_frame().await
+    }
+
+    /// The exit code (128 + signal for a death by signal), once `next_frame` returned
+    /// `None`; `None` if the shim went away without reporting one.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.output.exit_code
+    }
+
+    /// Splits into the output and the stdin halves.
+    pub fn into_split(self) -> (ExecOutput, ExecInput) {
+        (self.output, self.input)
+    }
+}
+
+impl AsyncWrite for ExecStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.input).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.input).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.input).poll_shutdown(cx)
+    }
+}
+
+/// The output half of an exec: frames from the shim, then the exit code.
+#[derive(Debug)]
+pub struct ExecOutput {
+    reader: BufReader<OwnedReadHalf>,
+    exit_code: Option<i32>,
+    ended: bool,
+}
+
+impl ExecOutput {
+    /// The next output frame `(stream id, bytes)`; `None` at the end of the stream.
+    pub async fn next_frame(&mut self) -> Result<Option<(u8, Bytes)>> {
+        if self.ended {
+            return Ok(None);
+        }
+        match read_frame(&mut self.reader).await? {
+            Some((STREAM_EXIT, payload)) => {
+                let code: [u8; 4] = payload.as_ref().try_into().map_err(|_| {
+                    RuntimeError::Protocol(format!(
+                        "exit frame of {} bytes, expected 4",
+                        payload.len()
+                    ))
+                })?;
+                self.exit_code = Some(i32::from_be_bytes(code));
+                self.ended = true;
+                Ok(None)
+            }
+            Some(frame) => Ok(Some(frame)),
+            None => {
+                self.ended = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The exit code, once `next_frame` returned `None` (see [`ExecStream::exit_code`]).
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+}
+
+/// The stdin half of an exec; shutting it down closes the process's stdin (for a tty, an
+/// EOF character is sent instead).
+#[derive(Debug)]
+pub struct ExecInput {
+    writer: OwnedWriteHalf,
+}
+
+impl AsyncWrite for ExecInput {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -19,9 +19,11 @@ pub mod seccomp;
 pub mod shim;
 pub mod spec;
 
-pub use client::{AttachStream, ShimClient, ShimOptions, read_exit_file};
+pub use client::{
+    AttachStream, ExecInput, ExecOutput, ExecStream, ShimClient, ShimOptions, read_exit_file,
+};
 pub use error::{ErrorKind, Result, RuntimeError};
-pub use protocol::{ExitStatus, ShimState, Status};
+pub use protocol::{ExecSpec, ExecState, ExitStatus, ShimState, Status};
 pub use spec::{
     CapabilityConfig, MountSpec, NetworkNamespace, ProcessUser, Resources, RunConfig,
     SeccompConfig, Ulimit, generate, install_init_binary, write_bundle,

@@ -2,9 +2,10 @@
 //!
 //! A connection starts with [`Request::Hello`] answered by [`Response::Hello`]; after that
 //! every request line gets one response line. `Attach` switches the connection to a framed
-//! byte stream after its `Ok` response (see [`encode_frame_header`]). New requests (such as
-//! `Exec`) are added as new enum variants; an older shim answers an unknown request with an
-//! `Error` response instead of dropping the connection.
+//! byte stream after its `Ok` response (see [`encode_frame_header`]), and so does an `Exec`
+//! that is not detached after its `ExecStarted` response (ending with a [`STREAM_EXIT`]
+//! frame). New requests are added as new enum variants; an older shim answers an unknown
+//! request with an `Error` response instead of dropping the connection.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorKind;
+use crate::spec::ProcessUser;
 
 /// Version of the protocol spoken by this crate.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -25,6 +27,9 @@ pub const EXIT_FILE_NAME: &str = "exit.json";
 pub const STREAM_STDOUT: u8 = 1;
 /// Stream id of stderr frames.
 pub const STREAM_STDERR: u8 = 2;
+/// Stream id of the last frame of an exec stream; its 4-byte big-endian payload is the
+/// exit code.
+pub const STREAM_EXIT: u8 = 3;
 /// Size of a frame header: stream id (u8) + payload length (u32, big endian).
 pub const FRAME_HEADER_LEN: usize = 5;
 
@@ -68,6 +73,62 @@ pub enum Request {
     },
     /// Destroy the container and stop the shim.
     Delete,
+    /// Start a process inside the running container. Answered by `ExecStarted`; unless
+    /// `detach` is set, the connection then switches to the framed exec stream (output
+    /// frames, then one [`STREAM_EXIT`] frame; client bytes are the process's stdin).
+    Exec {
+        /// What to run.
+        spec: ExecSpec,
+        /// Discard the output and keep the connection in request mode.
+        detach: bool,
+    },
+    /// Report an exec's state.
+    ExecState {
+        /// The exec's id.
+        exec_id: String,
+    },
+    /// Resize an exec's terminal.
+    ResizeExec {
+        /// The exec's id.
+        exec_id: String,
+        /// Rows.
+        height: u16,
+        /// Columns.
+        width: u16,
+    },
+}
+
+/// A process to start inside a running container (`docker exec`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// Id chosen by the caller; unique among the shim's execs.
+    pub exec_id: String,
+    /// Command and arguments.
+    pub args: Vec<String>,
+    /// `KEY=value` entries merged over the container's environment (these win; a bare
+    /// `KEY` removes the variable), like docker.
+    pub env: Vec<String>,
+    /// Working directory; empty = the container's.
+    pub cwd: String,
+    /// The user to run as.
+    pub user: ProcessUser,
+    /// Give the process a terminal.
+    pub tty: bool,
+    /// Forward the client's bytes to the process's stdin.
+    pub stdin: bool,
+    /// All capabilities (clamped to the shim's bounding set) instead of the container's.
+    pub privileged: bool,
+}
+
+/// State of one exec as the shim sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecState {
+    /// Host pid of the exec's process.
+    pub pid: i32,
+    /// The process runs (or its output is still being drained).
+    pub running: bool,
+    /// Exit code once finished; 128 + signal for a death by signal.
+    pub exit_code: Option<i32>,
 }
 
 /// Lifecycle status of the container.
@@ -123,6 +184,13 @@ pub enum Response {
     State(ShimState),
     /// Answer to `Wait`.
     Exit(ExitStatus),
+    /// Answer to `Exec`: the process runs.
+    ExecStarted {
+        /// Host pid of the exec's process.
+        pid: i32,
+    },
+    /// Answer to `ExecState`.
+    ExecState(ExecState),
     /// The request failed.
     Error {
         /// Classification.
@@ -273,6 +341,7 @@ mod tests {
         assert_eq!(r, r#"{"type":"Kill","signal":15}"#);
         let back: Request = serde_json::from_str(r#"{"type":"Start"}"#).unwrap();
         assert_eq!(back, Request::Start);
+        assert!(serde_json::from_str::<Request>(r#"{"type":"Checkpoint"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"type":"Exec","args":[]}"#).is_err());
     }
 
@@ -290,6 +359,40 @@ mod tests {
         });
         let line = serde_json::to_string(&resp).unwrap();
         assert!(line.contains(r#""status":"stopped""#), "{line}");
+        assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), resp);
+    }
+
+    #[test]
+    fn exec_request_roundtrip() {
+        let req = Request::Exec {
+            spec: ExecSpec {
+                exec_id: "e1".into(),
+                args: vec!["sh".into(), "-c".into(), "true".into()],
+                env: vec!["A=b".into()],
+                cwd: String::new(),
+                user: ProcessUser {
+                    uid: 1000,
+                    gid: 1000,
+                    additional_gids: vec![10],
+                },
+                tty: false,
+                stdin: true,
+                privileged: false,
+            },
+            detach: false,
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert!(
+            line.starts_with(r#"{"type":"Exec","spec":{"exec_id":"e1""#),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        let resp = Response::ExecState(ExecState {
+            pid: 7,
+            running: false,
+            exit_code: Some(5),
+        });
+        let line = serde_json::to_string(&resp).unwrap();
         assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), resp);
     }
 

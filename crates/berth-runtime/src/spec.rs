@@ -82,13 +82,14 @@ pub struct RunConfig {
 }
 
 /// The user a container process runs as.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessUser {
     /// User id.
     pub uid: u32,
     /// Group id.
     pub gid: u32,
     /// Supplementary group ids.
+    #[serde(default)]
     pub additional_gids: Vec<u32>,
 }
 
@@ -294,17 +295,22 @@ const RLIMITS: &[(&str, &str, libc::__rlimit_resource_t)] = &[
     ("as", "RLIMIT_AS", libc::RLIMIT_AS),
 ];
 
+/// Capability bounding set of this process (bit n = capability n); all bits if unknown.
+pub(crate) fn own_bounding_set() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 impl HostInfo {
     /// Reads the facts from this process and the kernel.
     pub fn detect() -> Self {
-        let bounding_set = fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapBnd:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
-            .unwrap_or(u64::MAX);
+        let bounding_set = own_bounding_set();
         let mut hard_limits = BTreeMap::new();
         for &(_, oci_name, resource) in RLIMITS {
             let mut lim = libc::rlimit {

@@ -14,10 +14,15 @@ use berth_runtime::{
 };
 use tokio::io::AsyncWriteExt;
 
+/// `exec` into running containers.
+#[path = "shim/exec.rs"]
+mod exec;
+
 const RUNC: &str = "/usr/sbin/runc";
 const BUSYBOX: &str = "/usr/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "echo", "sleep", "cat", "true", "false", "id", "hostname", "tty", "ls", "grep", "wc",
+    "stty",
 ];
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

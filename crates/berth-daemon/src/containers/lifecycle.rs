@@ -526,7 +526,7 @@ fn start_error(e: berth_runtime::RuntimeError) -> ServiceError {
 }
 
 /// Docker records 127 for a missing command, 126 for one that cannot be run, else 128.
-fn exit_code_for_start_error(message: &str) -> i64 {
+pub(crate) fn exit_code_for_start_error(message: &str) -> i64 {
     if message.contains("executable file not found")
         || message.contains("no such file or directory")
     {

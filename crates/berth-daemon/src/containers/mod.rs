@@ -12,7 +12,7 @@ mod recover;
 mod spec;
 pub mod state;
 pub mod summary;
-mod user;
+pub(crate) mod user;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 pub use create::CreateRequest;
 pub(crate) use create::random_id;
+pub(crate) use lifecycle::exit_code_for_start_error;
 pub use lifecycle::{AttachRequest, WaitCondition};
 pub use logs::LogsRequest;
 pub use state::{State, Status};
@@ -114,7 +115,7 @@ impl Container {
         self.record().clone()
     }
 
-    fn shim(&self) -> Option<Arc<ShimClient>> {
+    pub(crate) fn shim(&self) -> Option<Arc<ShimClient>> {
         self.shim.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -37,7 +37,7 @@ impl Daemon {
         self.config.exec_root.join("shims").join(id)
     }
 
-    fn rootfs_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn rootfs_dir(&self, id: &str) -> PathBuf {
         self.container_dir(id).join("rootfs")
     }
 

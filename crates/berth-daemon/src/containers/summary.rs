@@ -114,7 +114,7 @@ impl Daemon {
             mount_label: Some(String::new()),
             process_label: Some(String::new()),
             app_armor_profile: Some(String::new()),
-            exec_ids: None,
+            exec_ids: Some(self.execs.of_container(&r.id)).filter(|ids| !ids.is_empty()),
             host_config: Some(r.host_config.clone()),
             graph_driver: Some(DriverData {
                 name: "overlayfs".into(),

@@ -9,8 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use berth_api::models::{ContainerCreateBody, ContainerCreateResponse};
-use berth_api::stdcopy::{self, StdStream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::stream::{self, Hijacked};
@@ -339,40 +338,16 @@ async fn bridge(
             return;
         }
     };
-    let (mut from_shim, mut to_shim) = attached.into_split();
-    let (mut conn_read, mut conn_write) = tokio::io::split(conn);
-    let stdin_task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match conn_read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to_shim.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
+    let (mut from_shim, to_shim) = attached.into_split();
+    let (frames_tx, frames) = mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok(Some(frame)) = from_shim.next_frame().await {
+            if frames_tx.send(frame).await.is_err() {
+                break;
             }
         }
-        // The client half-closed: the container's stdin sees EOF.
-        let _ = to_shim.shutdown().await;
     });
-    while let Ok(Some((stream_id, payload))) = from_shim.next_frame().await {
-        let chunk = if tty {
-            payload.to_vec()
-        } else {
-            let which = if stream_id == 2 {
-                StdStream::Stderr
-            } else {
-                StdStream::Stdout
-            };
-            stdcopy::encode(which, &payload)
-        };
-        if conn_write.write_all(&chunk).await.is_err() {
-            break;
-        }
-    }
-    let _ = conn_write.shutdown().await;
-    stdin_task.abort();
+    stream::pump(conn, tty, frames, to_shim).await;
 }
 
 #[cfg(test)]

@@ -55,8 +55,14 @@ async fn list(
 }
 
 /// `fromSrc` imports a tar; `fromImage` pulls, which needs the registry client.
-async fn create(State(d): State<AppState>, query: RawQuery, body: Body) -> Response {
+async fn create(
+    State(d): State<AppState>,
+    query: RawQuery,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
     let p = q(&query);
+    let auth = registry_auth(&headers);
     if let Some(src) = p.get("fromSrc") {
         let source = if src == "-" {
             stream::body_reader(body)
@@ -85,16 +91,63 @@ async fn create(State(d): State<AppState>, query: RawQuery, body: Body) -> Respo
             Err(e) => e.into_response(),
         };
     }
-    let image = p.get("fromImage").unwrap_or_default();
-    let tag = p.get("tag").filter(|t| !t.is_empty());
-    let name = match tag {
-        Some(t) if !image.contains('@') => format!("{image}:{t}"),
-        _ => image.to_string(),
+    let Some(image) = p
+        .get("fromImage")
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+    else {
+        return ServiceError::invalid("fromImage or fromSrc is required").into_response();
     };
-    ServiceError::not_found(format!(
-        "pull access denied for {name}: this engine has no registry client yet; load or import the image instead"
-    ))
-    .into_response()
+    let tag = p.get("tag").map(str::to_string);
+    let platform = p.get("platform").map(str::to_string);
+    progress_stream(move |sink| async move {
+        d.pull_image(&image, tag.as_deref(), platform.as_deref(), auth, sink)
+            .await
+    })
+}
+
+/// Runs a registry operation, streaming its progress messages and ending with an
+/// `errorDetail` message if it fails once streaming started.
+fn progress_stream<F, Fut>(run: F) -> Response
+where
+    F: FnOnce(crate::registry::ProgressSink) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = crate::error::ServiceResult<()>> + Send + 'static,
+{
+    let (sink, mut messages) = mpsc::unbounded_channel::<JsonMessage>();
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let error_sink = sink.clone();
+        let work = tokio::spawn(run(sink));
+        let forward = async {
+            while let Some(m) = messages.recv().await {
+                if tx.send(stream::json_line(&m)).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let finished = async {
+            let outcome = work.await;
+            let message = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.message),
+                Err(e) => Some(format!("pull task failed: {e}")),
+            };
+            if let Some(m) = message {
+                let _ = error_sink.send(JsonMessage::error(m));
+            }
+            drop(error_sink);
+        };
+        tokio::join!(forward, finished);
+    });
+    stream::channel_response(rx, "application/json")
+}
+
+/// The `X-Registry-Auth` header, if it carries credentials.
+fn registry_auth(headers: &axum::http::HeaderMap) -> Option<berth_api::auth::AuthConfig> {
+    headers
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .and_then(berth_api::auth::AuthConfig::from_header)
 }
 
 async fn load(State(d): State<AppState>, body: Body) -> Response {
@@ -148,6 +201,7 @@ async fn prune(State(d): State<AppState>, query: RawQuery) -> Response {
 async fn by_name(
     State(d): State<AppState>,
     method: Method,
+    headers: axum::http::HeaderMap,
     Path(rest): Path<String>,
     query: RawQuery,
 ) -> Response {
@@ -178,10 +232,13 @@ async fn by_name(
             }
         }
         (Method::GET, "get") => save_names(d, vec![name]),
-        (Method::POST, "push") => ServiceError::invalid(format!(
-            "pushing {name} needs the registry client, which this engine does not have yet"
-        ))
-        .into_response(),
+        (Method::POST, "push") => {
+            let tag = p.get("tag").map(str::to_string);
+            let auth = registry_auth(&headers);
+            progress_stream(move |sink| async move {
+                d.push_image(&name, tag.as_deref(), auth, sink).await
+            })
+        }
         (Method::DELETE, "") => match d.remove_image(&name, p.bool("force", false)).await {
             Ok(items) => json(StatusCode::OK, &items),
             Err(e) => e.into_response(),

@@ -3,6 +3,7 @@
 //! turn its result into a response; no engine logic lives here.
 
 mod containers;
+mod exec;
 mod images;
 mod query;
 mod stream;
@@ -67,8 +68,10 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .route("/info", get(system::info))
         .route("/events", get(system::events))
         .route("/system/df", get(system::disk_usage))
+        .route("/auth", post(system::auth))
         .merge(containers::routes())
         .merge(images::routes())
+        .merge(exec::routes())
         .route("/build", post(not_implemented))
         .route("/session", post(not_implemented))
         .route("/grpc", post(not_implemented))
@@ -153,6 +156,7 @@ impl IntoResponse for ServiceError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::NotModified => return StatusCode::NOT_MODIFIED.into_response(),
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -85,3 +85,51 @@ pub(crate) fn json_line<T: serde::Serialize>(value: &T) -> Bytes {
     v.push(b'\n');
     Bytes::from(v)
 }
+
+/// Bridges a hijacked connection to a process's stdio: frames from `frames` go to the client
+/// (raw with a TTY, stdcopy-framed without), client bytes go to `stdin`, and the client's
+/// half-close becomes the process's stdin EOF. Returns once `frames` ends, after the
+/// connection is shut down, so whatever the frame producer records before ending (an exec's
+/// exit code) is visible before the client sees the stream close.
+pub(crate) async fn pump(
+    conn: Hijacked,
+    tty: bool,
+    mut frames: mpsc::Receiver<(u8, Bytes)>,
+    mut stdin: impl tokio::io::AsyncWrite + Send + Unpin + 'static,
+) {
+    use berth_api::stdcopy::{self, StdStream};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (mut conn_read, mut conn_write) = tokio::io::split(conn);
+    let stdin_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match conn_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stdin.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = stdin.shutdown().await;
+    });
+    while let Some((stream_id, payload)) = frames.recv().await {
+        let chunk = if tty {
+            payload.to_vec()
+        } else {
+            let which = if stream_id == 2 {
+                StdStream::Stderr
+            } else {
+                StdStream::Stdout
+            };
+            stdcopy::encode(which, &payload)
+        };
+        if conn_write.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = conn_write.shutdown().await;
+    stdin_task.abort();
+}

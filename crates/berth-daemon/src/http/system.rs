@@ -42,6 +42,22 @@ pub(super) async fn info(State(d): State<AppState>) -> Response {
     }
 }
 
+/// `POST /auth`: checks credentials with the registry; nothing is stored by the daemon
+/// (the client keeps them, as docker does).
+pub(super) async fn auth(State(d): State<AppState>, body: axum::body::Bytes) -> Response {
+    let result = async {
+        let auth: berth_api::auth::AuthConfig = super::parse_body(&body)?;
+        d.login(auth).await
+    };
+    match result.await {
+        Ok(()) => json(
+            StatusCode::OK,
+            &serde_json::json!({"Status": "Login Succeeded", "IdentityToken": ""}),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
 pub(super) async fn disk_usage(State(d): State<AppState>) -> Response {
     match d.disk_usage() {
         Ok(df) => json(StatusCode::OK, &df),

@@ -5,6 +5,8 @@
 //! The shim is single threaded and runs no async runtime: libcontainer forks, and a small
 //! resident set matters with one shim per container.
 
+mod exec;
+mod io;
 mod runtime;
 mod server;
 

@@ -130,6 +130,24 @@ impl Backend {
         }
     }
 
+    /// Starts an exec process described by the OCI process file `process` in the running
+    /// container; returns its host pid once it runs. `scratch` names per-exec files (pid
+    /// file, runtime log) the backend may use and removes.
+    pub fn exec(
+        &self,
+        process: &Path,
+        stdio: ContainerStdio,
+        scratch: &Path,
+        arg0: &str,
+    ) -> Result<i32, ShimError> {
+        match self {
+            Backend::Libcontainer(c) => exec_libcontainer(c, process, stdio, arg0),
+            Backend::Oci {
+                runtime, root, id, ..
+            } => exec_oci(runtime, root, id, process, stdio, scratch, arg0),
+        }
+    }
+
     /// Removes the runtime's state and the container's cgroup. The process must be gone.
     pub fn delete(&mut self) -> Result<(), ShimError> {
         match self {
@@ -186,6 +204,124 @@ fn create_libcontainer(
         .pid()
         .ok_or_else(|| ShimError::other(format!("container {id}: runtime reported no pid")))?;
     Ok((Backend::Libcontainer(Box::new(container)), pid.as_raw()))
+}
+
+/// Runs `f` with the signal state a new container process must start with: nothing
+/// blocked (the shim blocks SIGCHLD for its signalfd) and SIGPIPE at its default (Rust
+/// ignores it). Children forked inside `f` inherit that state across exec. A SIGCHLD that
+/// arrives meanwhile is discarded, so the caller reaps afterwards.
+fn with_default_signals<T>(f: impl FnOnce() -> T) -> Result<T, ShimError> {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal};
+    let err = |what: &str, e: nix::Error| ShimError::other(format!("{what}: {e}"));
+    let mut saved = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        Some(&mut saved),
+    )
+    .map_err(|e| err("unblock signals", e))?;
+    // SAFETY: the shim is single-threaded; SIG_DFL installs no handler.
+    let previous = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let result = f();
+    if let Ok(previous) = previous {
+        // SAFETY: as above; `previous` is SIG_IGN or SIG_DFL, never a handler.
+        unsafe { signal(Signal::SIGPIPE, previous) }.map_err(|e| err("restore SIGPIPE", e))?;
+    }
+    saved
+        .thread_set_mask()
+        .map_err(|e| err("restore signal mask", e))?;
+    Ok(result)
+}
+
+fn exec_libcontainer(
+    container: &Container,
+    process: &Path,
+    stdio: ContainerStdio,
+    arg0: &str,
+) -> Result<i32, ShimError> {
+    let dir = &container.root;
+    let root = dir
+        .parent()
+        .ok_or_else(|| ShimError::other(format!("libcontainer state dir {}", dir.display())))?;
+    let mut builder = ContainerBuilder::new(container.id().to_string(), SyscallType::Linux)
+        .with_root_path(root)
+        .map_err(|e| {
+            ShimError::other(format!(
+                "libcontainer root {}: {}",
+                root.display(),
+                error_chain(&e)
+            ))
+        })?;
+    if let Some(inp) = stdio.stdin {
+        builder = builder.with_stdin(inp);
+    }
+    if let Some(out) = stdio.stdout {
+        builder = builder.with_stdout(out);
+    }
+    if let Some(err) = stdio.stderr {
+        builder = builder.with_stderr(err);
+    }
+    let tenant = builder
+        .with_console_socket(stdio.console_socket.as_ref())
+        .as_tenant()
+        .with_process(Some(process))
+        .with_detach(true);
+    let built = with_default_signals(|| tenant.build())?;
+    // The tenant builder leaves its notify socket (and console socket link) behind.
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("tenant-") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    built
+        .map(|pid| pid.as_raw())
+        .map_err(|e| classify(&error_chain(&e), arg0))
+}
+
+fn exec_oci(
+    runtime: &Path,
+    root: &Path,
+    id: &str,
+    process: &Path,
+    stdio: ContainerStdio,
+    scratch: &Path,
+    arg0: &str,
+) -> Result<i32, ShimError> {
+    let log = scratch.with_extension("log");
+    let pid_file = scratch.with_extension("pid");
+    let mut cmd = unmasked_command(runtime);
+    cmd.arg("--root")
+        .arg(root)
+        .arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "exec", "--detach", "--pid-file"])
+        .arg(&pid_file)
+        .arg("--process")
+        .arg(process);
+    if let Some(sock) = &stdio.console_socket {
+        cmd.arg("--console-socket").arg(sock);
+    }
+    cmd.arg(id);
+    // runc hands its own stdio to the process.
+    cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from));
+    cmd.stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from));
+    cmd.stderr(stdio.stderr.map_or_else(Stdio::null, Stdio::from));
+    let status = cmd.status();
+    drop(cmd);
+    let pid = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    let failure = last_log_error(&log);
+    let _ = fs::remove_file(&pid_file);
+    let _ = fs::remove_file(&log);
+    let status = status.map_err(|e| ShimError::other(format!("run {}: {e}", runtime.display())))?;
+    if !status.success() {
+        let msg = failure.unwrap_or_else(|| format!("{} exec failed: {status}", runtime.display()));
+        return Err(classify(&msg, arg0));
+    }
+    pid.ok_or_else(|| ShimError::other(format!("read pid file {}", pid_file.display())))
 }
 
 /// Last error message runc wrote to its json log.

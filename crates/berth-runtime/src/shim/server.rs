@@ -1,20 +1,25 @@
 //! The shim's single-threaded event loop: container output → log + attached clients,
-//! control requests, exit handling.
+//! control requests, exit handling; execs are driven from here (see `exec.rs`).
 
 use std::fs::{self, File};
-use std::io::{self, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::RunArgs;
+use super::exec::Execs;
+use super::io::{
+    CLIENT_BUFFER_LIMIT, Client, DRAIN_TIMEOUT, Mode, READ_CHUNK, StdinFeed, err_other, pipe_pair,
+    raise_open_file_limit, receive_pty_master, release_unused_memory, set_nonblocking,
+    set_window_size, write_exit_file,
+};
 use super::runtime::{Backend, ContainerStdio, ShimError};
 use crate::cgroups;
 use crate::logs::{JsonLogWriter, LogStream, format_time};
@@ -23,13 +28,6 @@ use crate::protocol::{
     STREAM_STDOUT, ShimState, Status, encode_frame_header,
 };
 
-/// Stop reading container output while an attached client has this much unsent.
-const CLIENT_BUFFER_LIMIT: usize = 1 << 20;
-/// Stop reading client stdin while this much waits to be written to the container.
-const STDIN_BUFFER_LIMIT: usize = 1 << 20;
-/// After the process exited, how long to wait for its output pipes to reach EOF.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-const READ_CHUNK: usize = 32 * 1024;
 const CONSOLE_SOCKET_NAME: &str = "console.sock";
 /// Idle time after create, start and exit before unused memory is given back.
 const MEMORY_RELEASE_DELAY: Duration = Duration::from_millis(500);
@@ -41,68 +39,10 @@ struct Output {
     log_stream: LogStream,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Control,
-    Waiting,
-    Deleting,
-    Attach {
-        stdin: bool,
-        stdout: bool,
-        stderr: bool,
-    },
-}
-
-struct Client {
-    sock: UnixStream,
-    inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
-    mode: Mode,
-    greeted: bool,
-    read_closed: bool,
-    close_when_flushed: bool,
-    dead: bool,
-}
-
-impl Client {
-    fn send(&mut self, resp: &Response) {
-        match serde_json::to_vec(resp) {
-            Ok(mut line) => {
-                line.push(b'\n');
-                self.outbuf.extend_from_slice(&line);
-            }
-            Err(_) => self.dead = true,
-        }
-    }
-
-    fn flush(&mut self) {
-        while !self.outbuf.is_empty() {
-            match self.sock.write(&self.outbuf) {
-                Ok(0) => {
-                    self.dead = true;
-                    return;
-                }
-                Ok(n) => {
-                    self.outbuf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.dead = true;
-                    return;
-                }
-            }
-        }
-        if self.close_when_flushed {
-            let _ = self.sock.shutdown(std::net::Shutdown::Both);
-            self.dead = true;
-        }
-    }
-}
-
 pub(crate) struct Shim {
     id: String,
     arg0: String,
+    bundle: PathBuf,
     state_dir: PathBuf,
     cgroups_path: String,
     tty: bool,
@@ -117,30 +57,12 @@ pub(crate) struct Shim {
     listener: UnixListener,
     signal_fd: SignalFd,
     outputs: Vec<Output>,
-    stdin: Option<File>,
-    stdin_buf: Vec<u8>,
-    stdin_close_pending: bool,
+    stdin: StdinFeed,
     pty: Option<File>,
     log: JsonLogWriter,
     clients: Vec<Client>,
+    execs: Execs,
     delete_requested: bool,
-}
-
-fn err_other(context: &str, e: impl std::fmt::Display) -> ShimError {
-    ShimError::other(format!("{context}: {e}"))
-}
-
-fn pipe_pair() -> Result<(OwnedFd, OwnedFd), ShimError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err_other("create pipe", e))
-}
-
-fn set_nonblocking(fd: &impl AsRawFd) -> Result<(), ShimError> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags =
-        fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| err_other("get fd flags", e))?;
-    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| err_other("set O_NONBLOCK", e))?;
-    Ok(())
 }
 
 /// What the shim needs from config.json.
@@ -158,47 +80,6 @@ fn read_bundle(bundle: &Path) -> Result<(String, String), ShimError> {
         .unwrap_or_default()
         .to_string();
     Ok((arg0, cgroups_path))
-}
-
-/// Receives the pty master sent over the console socket.
-fn receive_pty_master(listener: &UnixListener) -> Result<File, ShimError> {
-    set_nonblocking(listener)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (conn, _) = loop {
-        match listener.accept() {
-            Ok(c) => break c,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(err_other("accept on console socket", e)),
-        }
-    };
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| err_other("console socket timeout", e))?;
-    let mut buf = [0u8; 4096];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| err_other("receive pty master", e))?;
-    for c in msg
-        .cmsgs()
-        .map_err(|e| err_other("decode console message", e))?
-    {
-        if let ControlMessageOwned::ScmRights(fds) = c
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: SCM_RIGHTS just installed `fd` in this process; nobody else owns it.
-            return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-    }
-    Err(ShimError::other(
-        "console socket message carried no pty master",
-    ))
 }
 
 impl Shim {
@@ -268,6 +149,7 @@ impl Shim {
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
             return Err(err_other("set child subreaper", io::Error::last_os_error()));
         }
+        raise_open_file_limit();
         // The container inherits signal dispositions across exec; it must not start with
         // SIGPIPE ignored (Rust ignores it in every binary).
         // SAFETY: single-threaded; restoring the default disposition installs no handler.
@@ -335,6 +217,7 @@ impl Shim {
         let mut shim = Shim {
             id: opts.id.clone(),
             arg0,
+            bundle: opts.bundle.clone(),
             state_dir: opts.state_dir.clone(),
             cgroups_path,
             tty: opts.tty,
@@ -348,12 +231,11 @@ impl Shim {
             listener,
             signal_fd,
             outputs,
-            stdin,
-            stdin_buf: Vec::new(),
-            stdin_close_pending: false,
+            stdin: StdinFeed::new(stdin, opts.tty),
             pty,
             log,
             clients: Vec::new(),
+            execs: Execs::default(),
             delete_requested: false,
         };
         // The process may already be gone (its SIGCHLD came before the signalfd existed).
@@ -388,20 +270,18 @@ impl Shim {
                 fds.push(pfd(o.file.as_raw_fd(), out_events));
             }
             let stdin_idx = fds.len();
-            if let Some(s) = &self.stdin {
-                let ev = if self.stdin_buf.is_empty() {
-                    0
-                } else {
-                    libc::POLLOUT
-                };
-                fds.push(pfd(s.as_raw_fd(), ev));
-            }
+            fds.extend(self.stdin.pollfd());
+            let exec_base = fds.len();
+            self.execs.poll_fds(&mut fds, &self.clients);
             let client_base = fds.len();
-            let stdin_full = self.stdin_buf.len() > STDIN_BUFFER_LIMIT;
+            let stdin_full = self.stdin.full();
             for c in &self.clients {
                 let mut ev = 0;
-                let stdin_blocked =
-                    stdin_full && matches!(c.mode, Mode::Attach { stdin: true, .. });
+                let stdin_blocked = match c.mode {
+                    Mode::Attach { stdin: true, .. } => stdin_full,
+                    Mode::Exec { key } => self.execs.stdin_full(key),
+                    _ => false,
+                };
                 if !c.read_closed && !stdin_blocked {
                     ev |= libc::POLLIN;
                 }
@@ -410,10 +290,14 @@ impl Shim {
                 }
                 fds.push(pfd(c.sock.as_raw_fd(), ev));
             }
-            let next_timer = match (self.drain_deadline, self.release_memory_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next_timer = [
+                self.drain_deadline,
+                self.release_memory_at,
+                self.execs.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = next_timer.map_or(-1, |d| {
                 // round up: waking a millisecond early would spin
                 let ms = d
@@ -458,9 +342,11 @@ impl Shim {
                 let o = self.outputs.remove(i);
                 let _ = self.log.flush_partial(o.log_stream);
             }
-            if stdin_idx < client_base && fds[stdin_idx].revents != 0 {
-                self.write_stdin();
+            if stdin_idx < exec_base {
+                self.stdin.handle(fds[stdin_idx].revents);
             }
+            self.execs
+                .handle_events(&fds[exec_base..client_base], &mut self.clients);
             for i in 0..polled_clients {
                 let rev = fds[client_base + i].revents;
                 if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
@@ -471,11 +357,17 @@ impl Shim {
                     self.clients[i].dead = true;
                 }
             }
-            self.maybe_close_stdin();
+            self.stdin.maybe_close();
+            self.execs.maintain(&mut self.clients);
             if self.reaped.is_some() && self.exit.is_none() {
                 let drained = self.outputs.is_empty();
                 let overdue = self.drain_deadline.is_some_and(|d| Instant::now() >= d);
                 if drained || overdue {
+                    // The loop may have been busy past the deadline (exec starts): take
+                    // what the pipes hold before giving up on them.
+                    for i in 0..self.outputs.len() {
+                        self.read_output(i);
+                    }
                     self.finalize();
                 }
             }
@@ -487,6 +379,11 @@ impl Shim {
             }
             for c in &mut self.clients {
                 c.flush();
+                if c.dead
+                    && let Mode::Exec { key } = c.mode
+                {
+                    self.execs.client_closed(key);
+                }
             }
             self.clients.retain(|c| !c.dead);
         }
@@ -499,16 +396,7 @@ impl Shim {
                     if set_nonblocking(&sock).is_err() {
                         continue;
                     }
-                    self.clients.push(Client {
-                        sock,
-                        inbuf: Vec::new(),
-                        outbuf: Vec::new(),
-                        mode: Mode::Control,
-                        greeted: false,
-                        read_closed: false,
-                        close_when_flushed: false,
-                        dead: false,
-                    });
+                    self.clients.push(Client::new(sock));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
@@ -556,39 +444,6 @@ impl Shim {
         }
     }
 
-    fn write_stdin(&mut self) {
-        let Some(s) = self.stdin.as_mut() else { return };
-        while !self.stdin_buf.is_empty() {
-            match s.write(&self.stdin_buf) {
-                Ok(n) => {
-                    self.stdin_buf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    // The reader is gone (EPIPE): nothing will consume stdin any more.
-                    self.stdin_buf.clear();
-                    self.stdin = None;
-                    return;
-                }
-            }
-        }
-    }
-
-    fn maybe_close_stdin(&mut self) {
-        if !self.stdin_close_pending || self.stdin.is_none() {
-            return;
-        }
-        if self.tty && self.stdin_buf.last() != Some(&4) {
-            // A pty has no half close: send the EOF character (VEOF) instead.
-            self.stdin_buf.push(4);
-        }
-        self.write_stdin();
-        if self.stdin_buf.is_empty() {
-            self.stdin = None;
-        }
-    }
-
     fn read_client(&mut self, i: usize) {
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -597,18 +452,22 @@ impl Shim {
                     let c = &mut self.clients[i];
                     c.read_closed = true;
                     match c.mode {
-                        Mode::Attach { stdin: true, .. } => self.stdin_close_pending = true,
+                        Mode::Attach { stdin: true, .. } => self.stdin.close_when_written(),
+                        Mode::Exec { key } => self.execs.client_closed(key),
                         Mode::Attach { .. } | Mode::Waiting | Mode::Deleting => {}
                         Mode::Control => c.close_when_flushed = true,
                     }
                     return;
                 }
                 Ok(n) => {
-                    if let Mode::Attach { stdin, .. } = self.clients[i].mode {
-                        self.client_stdin(stdin, &buf[..n]);
-                    } else {
-                        self.clients[i].inbuf.extend_from_slice(&buf[..n]);
-                        self.process_requests(i);
+                    match self.clients[i].mode {
+                        Mode::Attach { stdin: true, .. } => self.stdin.push(&buf[..n]),
+                        Mode::Attach { .. } => {}
+                        Mode::Exec { key } => self.execs.client_input(key, &buf[..n]),
+                        _ => {
+                            self.clients[i].inbuf.extend_from_slice(&buf[..n]);
+                            self.process_requests(i);
+                        }
                     }
                     if n < buf.len() {
                         return;
@@ -621,13 +480,6 @@ impl Shim {
                     return;
                 }
             }
-        }
-    }
-
-    fn client_stdin(&mut self, wants_stdin: bool, data: &[u8]) {
-        if wants_stdin && self.stdin.is_some() && !self.stdin_close_pending {
-            self.stdin_buf.extend_from_slice(data);
-            self.write_stdin();
         }
     }
 
@@ -647,14 +499,23 @@ impl Shim {
             if let Some(r) = resp {
                 self.clients[i].send(&r);
             }
-            if let Mode::Attach { stdin, .. } = self.clients[i].mode {
-                let rest = std::mem::take(&mut self.clients[i].inbuf);
-                if !rest.is_empty() {
-                    self.client_stdin(stdin, &rest);
+            match self.clients[i].mode {
+                Mode::Attach { stdin, .. } => {
+                    let rest = std::mem::take(&mut self.clients[i].inbuf);
+                    if stdin && !rest.is_empty() {
+                        self.stdin.push(&rest);
+                    }
+                    if self.exit.is_some() {
+                        self.clients[i].close_when_flushed = true;
+                    }
                 }
-                if self.exit.is_some() {
-                    self.clients[i].close_when_flushed = true;
+                Mode::Exec { key } => {
+                    let rest = std::mem::take(&mut self.clients[i].inbuf);
+                    if !rest.is_empty() {
+                        self.execs.client_input(key, &rest);
+                    }
                 }
+                _ => {}
             }
         }
     }
@@ -747,23 +608,13 @@ impl Shim {
                     "container {} has no terminal",
                     self.id
                 ))),
-                Some(pty) => {
-                    let ws = libc::winsize {
-                        ws_row: height,
-                        ws_col: width,
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    };
-                    // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
-                    if unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) } == 0 {
-                        Response::Ok
-                    } else {
-                        error(err_other("resize terminal", io::Error::last_os_error()))
-                    }
-                }
+                Some(pty) => match set_window_size(pty, height, width) {
+                    Ok(()) => Response::Ok,
+                    Err(e) => error(e),
+                },
             },
             Request::CloseStdin => {
-                self.stdin_close_pending = true;
+                self.stdin.close_when_written();
                 Response::Ok
             }
             Request::Attach {
@@ -778,6 +629,38 @@ impl Shim {
                 };
                 Response::Ok
             }
+            Request::Exec { spec, detach } => {
+                if !self.started || self.reaped.is_some() || self.delete_requested {
+                    return Some(error(not_running()));
+                }
+                let started =
+                    self.execs
+                        .start(&self.backend, &self.bundle, &self.state_dir, &spec, detach);
+                // Starting may have hidden a SIGCHLD from the signalfd (see runtime.rs).
+                self.reap();
+                self.schedule_memory_release();
+                match started {
+                    Ok(s) => {
+                        if !detach {
+                            self.clients[i].mode = Mode::Exec { key: s.key };
+                        }
+                        Response::ExecStarted { pid: s.pid }
+                    }
+                    Err(e) => error(e),
+                }
+            }
+            Request::ExecState { exec_id } => match self.execs.state(&exec_id) {
+                Ok(s) => Response::ExecState(s),
+                Err(e) => error(e),
+            },
+            Request::ResizeExec {
+                exec_id,
+                height,
+                width,
+            } => match self.execs.resize(&exec_id, height, width) {
+                Ok(()) => Response::Ok,
+                Err(e) => error(e),
+            },
             Request::Delete => {
                 self.delete_requested = true;
                 self.clients[i].mode = Mode::Deleting;
@@ -789,18 +672,22 @@ impl Shim {
         })
     }
 
-    /// Reaps every exited child; records the container process's status.
+    /// Reaps every exited child; records the status of the container's and the execs'
+    /// processes.
     fn reap(&mut self) {
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == self.pid => {
-                    self.record_exit(code, None);
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() == self.pid => {
-                    self.record_exit(128 + sig as i32, Some(sig as i32));
+            let (pid, code, signal) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code, None),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    (pid.as_raw(), 128 + sig as i32, Some(sig as i32))
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => {}
+                Ok(_) => continue,
+            };
+            if pid == self.pid {
+                self.record_exit(code, signal);
+            } else {
+                self.execs.record_exit(pid, code);
             }
         }
     }
@@ -821,8 +708,9 @@ impl Shim {
             let _ = self.log.flush_partial(o.log_stream);
         }
         self.drain_deadline = None;
-        self.stdin = None;
-        self.stdin_buf.clear();
+        self.stdin.close();
+        // The kernel kills the rest of the pid namespace; make sure of it for the execs.
+        self.execs.kill_all();
         let oom_killed = cgroups::oom_kill_count(&self.cgroups_path).is_some_and(|n| n > 0);
         let exit = ExitStatus {
             code,
@@ -855,6 +743,7 @@ impl Shim {
     /// Deletes the container; returns the shim's exit code when it should stop.
     fn delete(&mut self) -> Option<i32> {
         self.delete_requested = false;
+        self.execs.finish_all(&mut self.clients);
         let mut result = self.backend.delete();
         if let Err(e) = cgroups::remove_cgroup(&self.cgroups_path)
             && result.is_ok()
@@ -887,57 +776,4 @@ impl Shim {
         }
         Some(0)
     }
-}
-
-/// Gives back memory that one-off work (container creation, start, exit handling) left
-/// resident: freed heap goes back to the kernel, and clean file-backed pages (libcontainer's
-/// code and data, touched once) are unmapped from this process. The serve loop faults back
-/// in the few pages it uses; the pages stay in the page cache, shared with every other shim.
-fn release_unused_memory() {
-    // SAFETY: malloc_trim only releases free heap memory.
-    unsafe { libc::malloc_trim(0) };
-    let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let mut current: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
-        let mut f = line.split_whitespace();
-        let Some(first) = f.next() else { continue };
-        if let Some((start, end)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            )
-        {
-            // start-end perms offset dev inode path: read-only private file mappings only
-            let perms = f.next().unwrap_or("");
-            let path = f.nth(3).unwrap_or("");
-            current = (perms.starts_with('r')
-                && !perms.contains('w')
-                && perms.ends_with('p')
-                && path.starts_with('/'))
-            .then_some((start, end));
-        } else if first == "Anonymous:"
-            && let Some((start, end)) = current.take()
-            && f.next() == Some("0")
-        {
-            // SAFETY: the range is a read-only private file mapping without a single
-            // copy-on-write page (Anonymous: 0), so every page equals the file's content;
-            // MADV_DONTNEED only drops page-table entries and later accesses fault the same
-            // file pages back in.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-        }
-    }
-}
-
-/// Writes exit.json atomically (temp file + rename).
-fn write_exit_file(state_dir: &Path, exit: &ExitStatus) -> io::Result<()> {
-    let tmp = state_dir.join(format!("{EXIT_FILE_NAME}.tmp"));
-    let data = serde_json::to_vec(exit).map_err(io::Error::other)?;
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, state_dir.join(EXIT_FILE_NAME))
 }

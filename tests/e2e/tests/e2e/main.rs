@@ -7,5 +7,7 @@ mod cli_images;
 mod cli_run;
 mod debian;
 mod docker_cli;
+mod exec;
 mod faults;
+mod registry;
 mod util;
