@@ -1,5 +1,6 @@
 //! Contents of the name-resolution files bind-mounted into every container.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 /// Errors writing a container's resolution files.
@@ -68,6 +69,24 @@ pub fn resolv_conf(host_resolv: &str, host_network: bool) -> String {
     out
 }
 
+/// The `resolv.conf` of a container on a network with embedded DNS ([`crate::dns`]): that
+/// server (the network's gateway) as the only nameserver, plus the host's `search` and
+/// `options` lines. The host's nameservers become the server's upstreams instead.
+pub fn embedded_resolv_conf(host_resolv: &str, server: IpAddr) -> String {
+    let mut out = format!("nameserver {server}\n");
+    for line in host_resolv.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("search")
+            || trimmed.starts_with("domain")
+            || trimmed.starts_with("options")
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Writes `hostname`, `hosts` and `resolv.conf` into `dir`, returning nothing on success.
 pub fn write_all(
     dir: &Path,
@@ -113,5 +132,16 @@ mod tests {
         assert_eq!(resolv_conf(host, true), host);
         let only_loop = resolv_conf("nameserver 127.0.0.1\n", false);
         assert!(only_loop.contains("8.8.8.8"));
+    }
+
+    #[test]
+    fn embedded_dns_replaces_the_nameservers() {
+        let host =
+            "# comment\nsearch example.org\nnameserver 10.1.2.3\noptions ndots:2 timeout:1\n";
+        let c = embedded_resolv_conf(host, "10.213.5.1".parse().unwrap());
+        assert_eq!(
+            c,
+            "nameserver 10.213.5.1\nsearch example.org\noptions ndots:2 timeout:1\n"
+        );
     }
 }

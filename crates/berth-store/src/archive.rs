@@ -648,3 +648,49 @@ impl Store {
 fn enc<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| StoreError::json(format!("encode {what}"), e))
 }
+
+impl Store {
+    /// Records an image whose manifest, config and layer blobs are already in the content
+    /// store (a registry pull): each layer is unpacked into its chain-ID snapshot (checked
+    /// against the config's diff IDs), then the image and `tag` are written in one
+    /// transaction. On error nothing new is named or recorded.
+    pub fn register_image(
+        &self,
+        manifest: &Digest,
+        manifest_media_type: &str,
+        config: &Digest,
+        layers: &[(Digest, String)],
+        tag: Option<&Reference>,
+    ) -> Result<ImageRecord> {
+        let candidate = Candidate {
+            config: config.clone(),
+            layers: layers.iter().map(|(d, _)| d.clone()).collect(),
+            tags: tag.cloned().into_iter().collect(),
+            manifest: Some((
+                manifest.clone(),
+                manifest_media_type.to_string(),
+                layers.iter().map(|(_, t)| t.clone()).collect(),
+            )),
+        };
+        let result = {
+            let _guard = self.gc_lock.read().unwrap_or_else(|p| p.into_inner());
+            self.unpack_candidate(&candidate).and_then(|mut rec| {
+                if tag.is_some() {
+                    rec.last_tag_time = Some(chrono::Utc::now());
+                }
+                self.meta.write(|tx| {
+                    tx.put_image(&rec)?;
+                    if let Some(t) = tag {
+                        tx.put_name(&t.to_string(), &rec.id)?;
+                    }
+                    Ok(())
+                })?;
+                Ok(rec)
+            })
+        };
+        if result.is_err() {
+            self.cleanup_after_failure();
+        }
+        result
+    }
+}
