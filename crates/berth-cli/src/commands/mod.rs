@@ -80,7 +80,13 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<Option<String>>>,
 {
-    let results = futures_util::future::join_all(names.iter().map(|n| op(n.clone()))).await;
+    // Like docker, the calls run concurrently, but a bounded number at a time: a thousand
+    // at once only makes the daemon grow threads it then keeps.
+    use futures_util::StreamExt;
+    let results: Vec<_> = futures_util::stream::iter(names.iter().map(|n| op(n.clone())))
+        .buffered(16)
+        .collect()
+        .await;
     let mut failed = Vec::new();
     let mut out = String::new();
     for r in results {
