@@ -118,6 +118,11 @@ class BerthDaemon:
         self.socket = os.path.join(self.dir, "berthd.sock")
         self.log_path = os.path.join(self.dir, "berthd.log")
         self.host = "unix://" + self.socket
+        # Own bridge, nftables table and address pool, so the host's real interfaces and
+        # other test daemons are never touched.
+        slot = os.getpid() % 250
+        self.bridge = "bpy%d" % os.getpid()
+        self.address_pool = "base=10.214.%d.0/24,size=28" % slot
         self.proc = None
         self.seen_ids = set()
         for d in (self.root, self.exec_root, self.scratch):
@@ -139,7 +144,8 @@ class BerthDaemon:
         env.setdefault("RUST_LOG", "info,berth_daemon=debug,berth_runtime=debug")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [berthd, "-H", self.host, "--data-root", self.root, "--exec-root", self.exec_root],
+            [berthd, "-H", self.host, "--data-root", self.root, "--exec-root", self.exec_root,
+             "--bridge-name", self.bridge, "--default-address-pool", self.address_pool],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         deadline = time.monotonic() + timeout
@@ -296,6 +302,8 @@ class BerthDaemon:
             except (OSError, ValueError):
                 pass
         self._stop_daemon()
+        for cmd in (["ip", "link", "delete", self.bridge], ["nft", "delete", "table", "inet", self.bridge]):
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ids = self.seen_ids | self._ids_under(self.dir)
         leaked = self._leaked()
         for pid, text in leaked:

@@ -28,6 +28,20 @@ pub struct FileConfig {
     /// `insecure-registries`: registries that may use plain HTTP.
     #[serde(default)]
     pub insecure_registries: Vec<String>,
+    /// `bridge`: the default network's bridge device, or `none` for no default network.
+    pub bridge: Option<String>,
+    /// `default-address-pools`: where automatic network subnets come from.
+    #[serde(default)]
+    pub default_address_pools: Vec<PoolEntry>,
+}
+
+/// One entry of `default-address-pools`: `{"base": "10.10.0.0/16", "size": 24}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PoolEntry {
+    /// The block subnets are carved from.
+    pub base: String,
+    /// Prefix length of each subnet.
+    pub size: u8,
 }
 
 /// One entry of `runtimes`.
@@ -64,6 +78,10 @@ pub struct Config {
     pub shim_binary: PathBuf,
     /// Registries that may use plain HTTP besides 127.0.0.0/8.
     pub insecure_registries: Vec<String>,
+    /// The default `bridge` network's device; `None` runs without a default network.
+    pub default_bridge: Option<String>,
+    /// Pools automatic subnets come from (Docker's defaults unless configured).
+    pub address_pools: Vec<berth_network::ipam::AddressPool>,
 }
 
 /// Name of the built-in runtime (youki's libcontainer linked into the shim).

@@ -25,6 +25,10 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// The static init binary mounted at /sbin/docker-init for `--init`.
     pub init_binary: std::path::PathBuf,
+    /// Bridge networks and containers' endpoints.
+    pub networks: crate::networks::Networks,
+    /// Serialises volume creation, removal and mounting against each other.
+    pub(crate) volume_lock: std::sync::Mutex<()>,
     me: Weak<Daemon>,
 }
 
@@ -43,17 +47,22 @@ impl Daemon {
             "/".to_string()
         });
         let init_binary = berth_runtime::spec::install_init_binary(&config.exec_root)?;
+        let store = Arc::new(store);
+        let networks = crate::networks::Networks::open(&config, &store).await?;
         let daemon = Arc::new_cyclic(|me| Daemon {
             config,
-            store: Arc::new(store),
+            store,
             containers: ContainerIndex::default(),
             events: EventBus::default(),
             execs: Default::default(),
             cgroup_parent,
             init_binary,
+            networks,
+            volume_lock: Default::default(),
             me: me.clone(),
         });
         daemon.recover_containers().await?;
+        daemon.restore_container_networks().await;
         Ok(daemon)
     }
 

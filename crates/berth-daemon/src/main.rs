@@ -11,9 +11,11 @@ mod events;
 mod exec;
 mod http;
 mod images;
+mod networks;
 mod registry;
 mod remote;
 mod system;
+mod volumes;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,12 @@ struct Flags {
     /// Default runtime: `libcontainer` (built in) or a name from the config's `runtimes`.
     #[arg(long = "default-runtime", alias = "runtime")]
     default_runtime: Option<String>,
+    /// The default network's bridge device (`none`: no default network).
+    #[arg(long = "bridge-name", alias = "bridge")]
+    bridge: Option<String>,
+    /// A pool for automatic network subnets, `base=10.10.0.0/16,size=24` (repeatable).
+    #[arg(long = "default-address-pool")]
+    default_address_pool: Vec<String>,
     /// Log at debug level.
     #[arg(short = 'D', long)]
     debug: bool,
@@ -87,6 +95,33 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
     if default_runtime != BUILTIN_RUNTIME && !runtimes.contains_key(&default_runtime) {
         bail!("unknown default runtime {default_runtime}: configure it under \"runtimes\"");
     }
+    let mut pools = flags
+        .default_address_pool
+        .iter()
+        .map(|text| parse_pool_flag(text))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if pools.is_empty() {
+        pools = file
+            .default_address_pools
+            .iter()
+            .map(|p| {
+                berth_network::ipam::AddressPool::parse(&p.base, p.size)
+                    .with_context(|| format!("invalid default-address-pools entry {}", p.base))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+    }
+    if pools.is_empty() {
+        pools = berth_network::ipam::default_pools();
+    }
+    let bridge = flags
+        .bridge
+        .or(file.bridge)
+        .unwrap_or_else(|| berth_network::bridge::DEFAULT_BRIDGE.into());
+    let default_bridge = (bridge != "none").then_some(bridge);
+    if let Some(name) = &default_bridge {
+        berth_network::bridge::validate_ifname(name)
+            .with_context(|| format!("invalid bridge name {name}"))?;
+    }
     Ok(Config {
         socket: PathBuf::from(socket),
         data_root: flags
@@ -101,7 +136,26 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
         runtimes,
         shim_binary: find_shim()?,
         insecure_registries: file.insecure_registries,
+        default_bridge,
+        address_pools: pools,
     })
+}
+
+/// Parses dockerd's `--default-address-pool base=10.10.0.0/16,size=24`.
+fn parse_pool_flag(text: &str) -> anyhow::Result<berth_network::ipam::AddressPool> {
+    let (mut base, mut size) = (None, None);
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("base", v)) => base = Some(v.trim()),
+            Some(("size", v)) => size = v.trim().parse::<u8>().ok(),
+            _ => bail!("invalid --default-address-pool {text}: expected base=CIDR,size=N"),
+        }
+    }
+    let (Some(base), Some(size)) = (base, size) else {
+        bail!("invalid --default-address-pool {text}: expected base=CIDR,size=N");
+    };
+    berth_network::ipam::AddressPool::parse(base, size)
+        .with_context(|| format!("invalid --default-address-pool {text}"))
 }
 
 /// The shim sits next to `berthd`, or on PATH.
@@ -145,6 +199,9 @@ fn main() -> anyhow::Result<()> {
     let config = resolve(flags)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Store and tar work runs on blocking threads; a burst of 1000 removals would
+        // otherwise grow the pool to 512 threads and keep their memory.
+        .max_blocking_threads(16)
         .enable_all()
         .build()?
         .block_on(run(config))

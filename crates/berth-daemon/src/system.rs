@@ -230,8 +230,8 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// `GET /system/df`: images, containers and their sizes (volumes and build cache arrive
-    /// with their services).
+    /// `GET /system/df`: images, containers, volumes and their sizes (the build cache
+    /// arrives with the builder).
     pub fn disk_usage(&self) -> ServiceResult<serde_json::Value> {
         let images = self.list_images(true, &Filters::default())?;
         let containers = self.list_containers(&crate::containers::summary::ListOptions {
@@ -244,7 +244,7 @@ impl Daemon {
             "LayersSize": layers_size,
             "Images": images,
             "Containers": containers,
-            "Volumes": [],
+            "Volumes": self.volumes_disk_usage()?,
             "BuildCache": [],
         }))
     }

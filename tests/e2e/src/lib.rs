@@ -150,6 +150,89 @@ pub struct TestDaemon {
     /// Container ids and init pids learnt from the API, kept for the final cleanup.
     seen_ids: Mutex<BTreeSet<String>>,
     seen_pids: Mutex<BTreeSet<i32>>,
+    /// This daemon's slice of the address space and its bridge/firewall names.
+    net: NetSlot,
+}
+
+/// A network slot `n` held by one test daemon across concurrently running test processes:
+/// bridge and nftables table `be2e<n>`, default pool `10.213.<4n>.0/22` cut into /26s (room
+/// for 16 networks of 61 containers), so daemons never share kernel state nor touch the host's
+/// own interfaces.
+struct NetSlot {
+    n: u32,
+    bridge: String,
+    lock_file: PathBuf,
+}
+
+impl NetSlot {
+    const DIR: &'static str = "/tmp/berth-e2e-netslots";
+
+    /// Takes the first free slot; a slot whose holder process is gone is free.
+    fn acquire() -> NetSlot {
+        fs::create_dir_all(Self::DIR).expect("cannot create the network slot directory");
+        let me = std::process::id();
+        for n in 0..64u32 {
+            let lock_file = Path::new(Self::DIR).join(n.to_string());
+            let taken = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock_file);
+            match taken {
+                Ok(_) => {
+                    fs::write(&lock_file, me.to_string()).expect("cannot write a network slot");
+                    return NetSlot {
+                        n,
+                        bridge: format!("be2e{n}"),
+                        lock_file,
+                    };
+                }
+                Err(_) => {
+                    let holder = fs::read_to_string(&lock_file).unwrap_or_default();
+                    let alive = holder
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                    if !alive && !holder.is_empty() {
+                        // Stale: take it over by removing and retrying this number once.
+                        let _ = fs::remove_file(&lock_file);
+                        if fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&lock_file)
+                            .is_ok()
+                        {
+                            fs::write(&lock_file, me.to_string())
+                                .expect("cannot write a network slot");
+                            return NetSlot {
+                                n,
+                                bridge: format!("be2e{n}"),
+                                lock_file,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        panic!("no free network slot under {}", Self::DIR);
+    }
+
+    /// Removes what a dead or stopped daemon may have left: its bridge and firewall table.
+    fn clean_kernel_state(&self) {
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for NetSlot {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.lock_file);
+    }
 }
 
 impl TestDaemon {
@@ -190,7 +273,10 @@ impl TestDaemon {
             child: Mutex::new(None),
             seen_ids: Mutex::new(BTreeSet::new()),
             seen_pids: Mutex::new(BTreeSet::new()),
+            net: NetSlot::acquire(),
         };
+        // A previous holder of the slot may have died before cleaning up.
+        daemon.net.clean_kernel_state();
         for d in [&daemon.root, &daemon.exec_root, &daemon.scratch()] {
             fs::create_dir_all(d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
         }
@@ -233,6 +319,16 @@ impl TestDaemon {
         &self.bins
     }
 
+    /// The default network's bridge device (also the daemon's nftables table name).
+    pub fn bridge_name(&self) -> &str {
+        &self.net.bridge
+    }
+
+    /// The daemon's `--default-address-pool` (`base=10.213.<4n>.0/22,size=26`).
+    pub fn address_pool(&self) -> String {
+        format!("base=10.213.{}.0/22,size=26", self.net.n * 4)
+    }
+
     /// The daemon's pid, while it runs.
     pub fn daemon_pid(&self) -> Option<u32> {
         lock(&self.child).as_ref().map(Child::id)
@@ -263,6 +359,10 @@ impl TestDaemon {
             .arg(&self.root)
             .arg("--exec-root")
             .arg(&self.exec_root)
+            .arg("--bridge-name")
+            .arg(&self.net.bridge)
+            .arg("--default-address-pool")
+            .arg(self.address_pool())
             .env("PATH", self.path_env())
             .env("RUST_BACKTRACE", "1")
             .env("NO_COLOR", "1")
@@ -545,6 +645,37 @@ impl TestDaemon {
         ids
     }
 
+    /// Deletes every user network (their bridges go with them).
+    fn remove_all_networks(&self) {
+        let Ok(r) = http::request(
+            &self.socket,
+            "GET",
+            "/networks",
+            None,
+            Duration::from_secs(20),
+        ) else {
+            return;
+        };
+        let Ok(serde_json::Value::Array(list)) =
+            serde_json::from_slice::<serde_json::Value>(&r.body)
+        else {
+            return;
+        };
+        for net in list {
+            if let Some(id) = net["Id"].as_str()
+                && net["Name"] != "bridge"
+            {
+                let _ = http::request(
+                    &self.socket,
+                    "DELETE",
+                    &format!("/networks/{id}"),
+                    None,
+                    Duration::from_secs(20),
+                );
+            }
+        }
+    }
+
     /// Force-removes every container through the API, remembering ids and pids for cleanup.
     fn remove_all_containers(&self) {
         let Ok(r) = http::request(
@@ -613,8 +744,10 @@ impl TestDaemon {
     fn teardown(&self) {
         if self.daemon_pid().is_some() {
             self.remove_all_containers();
+            self.remove_all_networks();
         }
         self.stop_daemon();
+        self.net.clean_kernel_state();
         let ids = lock(&self.seen_ids).clone();
         let pids = lock(&self.seen_pids).clone();
         if std::env::var_os("BERTH_E2E_KEEP").is_some() {

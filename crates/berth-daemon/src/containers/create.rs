@@ -19,6 +19,8 @@ pub struct CreateRequest {
     pub config: ContainerConfig,
     /// The host config from the body.
     pub host_config: HostConfig,
+    /// `NetworkingConfig.EndpointsConfig` by network name.
+    pub endpoints: HashMap<String, crate::networks::EndpointRequest>,
 }
 
 /// Docker's default PATH, used when the image sets none.
@@ -62,6 +64,10 @@ impl Daemon {
                 .ok()
                 .and_then(|h| h.into_string().ok());
         }
+        let networks = self.plan_container_networks(
+            host_config.network_mode.as_deref().unwrap_or_default(),
+            &req.endpoints,
+        )?;
         let words: Vec<String> = config
             .entrypoint
             .iter()
@@ -72,6 +78,9 @@ impl Daemon {
         let Some((path, args)) = words.split_first() else {
             return Err(ServiceError::invalid("No command specified"));
         };
+        let image_volumes = image_config_volumes(&image);
+        let mut mounts = self.plan_mounts(&config, &host_config, &image_volumes)?;
+        let created_volumes = self.ensure_volumes(&mut mounts).await?;
         let runtime = host_config
             .runtime
             .clone()
@@ -88,12 +97,22 @@ impl Daemon {
             args: args.to_vec(),
             runtime,
             state: State::default(),
+            mounts,
         };
         let container = Container::new(record.clone());
-        // Reserve the name first so a conflict costs nothing; undo it if anything later fails.
-        self.containers.insert(container.clone())?;
+        // Reserve the name first so a conflict costs little; undo it if anything later fails.
+        if let Err(e) = self.containers.insert(container.clone()) {
+            self.remove_volumes(&created_volumes).await;
+            return Err(e);
+        }
         if let Err(e) = self.materialise(&record).await {
             self.containers.remove(&id);
+            self.remove_volumes(&created_volumes).await;
+            return Err(e);
+        }
+        if let Err(e) = self.save_container_networks(&id, networks).await {
+            // Without its endpoints the container could not start: undo the create.
+            let _ = self.remove_container(&id, true, false).await;
             return Err(e);
         }
         self.container_event(&container, "create", HashMap::new());
@@ -263,6 +282,16 @@ fn merge_config(
     Ok(config)
 }
 
+/// The image's `VOLUME`s: each gets an anonymous volume unless mounted otherwise.
+fn image_config_volumes(image: &ImageRecord) -> Vec<String> {
+    image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.volumes().clone())
+        .unwrap_or_default()
+}
+
 /// Checks and normalises the host config: network modes this engine has, runtimes it knows.
 fn validate_host_config(
     host: &mut HostConfig,
@@ -273,7 +302,7 @@ fn validate_host_config(
         "" | "default" => "bridge".to_string(),
         other => other.to_string(),
     };
-    if !matches!(mode.as_str(), "bridge" | "none" | "host") {
+    if mode.starts_with("container:") {
         return Err(ServiceError::not_found(format!("network {mode} not found")));
     }
     host.network_mode = Some(mode);
@@ -303,12 +332,18 @@ fn validate_host_config(
     Ok(())
 }
 
-/// Docker's container-name rule.
-fn validate_name(name: &str) -> ServiceResult<()> {
+/// Docker's `RestrictedNamePattern`, `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, shared by container and
+/// volume names.
+pub(crate) fn is_restricted_name(name: &str) -> bool {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if first_ok && rest_ok && name.len() > 1 {
+    first_ok && rest_ok && name.len() > 1
+}
+
+/// Docker's container-name rule.
+fn validate_name(name: &str) -> ServiceResult<()> {
+    if is_restricted_name(name) {
         Ok(())
     } else {
         Err(ServiceError::invalid(format!(

@@ -95,8 +95,20 @@ impl Daemon {
         }
     }
 
-    /// Mounts the rootfs, spawns the shim, connects waiting attaches, starts the process.
+    /// Plugs the container into its networks, then [`Self::launch_process`]; unplugs it
+    /// again if that fails.
     async fn launch(&self, container: &Arc<Container>) -> ServiceResult<()> {
+        self.attach_container_networks(&container.snapshot())
+            .await?;
+        let launched = self.launch_process(container).await;
+        if launched.is_err() {
+            self.detach_container_networks(&container.id).await;
+        }
+        launched
+    }
+
+    /// Mounts the rootfs, spawns the shim, connects waiting attaches, starts the process.
+    async fn launch_process(&self, container: &Arc<Container>) -> ServiceResult<()> {
         let prepared = self.prepare_run(container).await?;
         let shim = match ShimClient::spawn(&prepared.shim_options).await {
             Ok(shim) => Arc::new(shim),
@@ -219,6 +231,8 @@ impl Daemon {
         }
         self.remove_cgroup(&container.id);
         self.unmount_rootfs(&container.id).await;
+        self.detach_container_networks(&container.id).await;
+        self.release_volumes(&container.snapshot()).await;
         if let Err(e) = self.persist(container).await {
             tracing::warn!(container = %container.id, "cannot persist exit: {e}");
         }
@@ -433,12 +447,13 @@ impl Daemon {
         Ok(())
     }
 
-    /// Removes a container: refuses a running one unless forced.
+    /// Removes a container: refuses a running one unless forced; `volumes` also removes its
+    /// anonymous volumes.
     pub async fn remove_container(
         &self,
         reference: &str,
         force: bool,
-        _volumes: bool,
+        volumes: bool,
     ) -> ServiceResult<()> {
         let container = self.containers.get(reference)?;
         if container.record().state.status.is_active() {
@@ -475,6 +490,7 @@ impl Daemon {
         }
         self.remove_cgroup(&container.id);
         self.unmount_rootfs(&container.id).await;
+        self.forget_container_networks(&container.id).await;
         let store = self.store.clone();
         let id = container.id.clone();
         let dir = self.container_dir(&id);
@@ -504,6 +520,9 @@ impl Daemon {
         }
         self.containers.remove(&container.id);
         drop(guard);
+        if volumes {
+            self.remove_anonymous_volumes(&container.snapshot()).await;
+        }
         container.lifecycle.send_modify(|l| l.removed = true);
         self.container_event(&container, "destroy", HashMap::new());
         Ok(())

@@ -24,10 +24,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use create::CreateRequest;
+pub(crate) use create::is_restricted_name;
 pub(crate) use create::random_id;
 pub(crate) use lifecycle::exit_code_for_start_error;
 pub use lifecycle::{AttachRequest, WaitCondition};
 pub use logs::LogsRequest;
+pub(crate) use spec::is_mountpoint;
 pub use state::{State, Status};
 pub(crate) use summary::rfc3339;
 
@@ -59,6 +61,9 @@ pub struct ContainerRecord {
     pub runtime: String,
     /// Lifecycle state.
     pub state: State,
+    /// Binds, volumes and tmpfs mounts, resolved at create.
+    #[serde(default)]
+    pub mounts: Vec<crate::volumes::MountPoint>,
 }
 
 /// What waiters observe: a counter of exits, the last exit code, and removal.
@@ -81,7 +86,7 @@ pub struct Container {
     pub id: String,
     record: Mutex<ContainerRecord>,
     /// Serialises lifecycle operations (start, stop, remove, exit handling).
-    op_lock: tokio::sync::Mutex<()>,
+    pub(crate) op_lock: tokio::sync::Mutex<()>,
     lifecycle: watch::Sender<Lifecycle>,
     shim: Mutex<Option<Arc<ShimClient>>>,
     pending_attaches: Mutex<Vec<AttachRequest>>,

@@ -16,13 +16,14 @@ impl Daemon {
         let records =
             tokio::task::spawn_blocking(move || store.list_records(RECORD_KIND)).await??;
         for (id, bytes) in records {
-            let record: ContainerRecord = match serde_json::from_slice(&bytes) {
+            let mut record: ContainerRecord = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(container = %id, "unreadable container record, skipped: {e}");
                     continue;
                 }
             };
+            crate::volumes::adopt_legacy_binds(&mut record);
             let status = record.state.status;
             let container = Container::new(record);
             if let Err(e) = self.containers.insert(container.clone()) {

@@ -70,6 +70,10 @@ impl Daemon {
             Ok(())
         })
         .await??;
+        if let Err(e) = self.prepare_mounts(&record, &rootfs).await {
+            self.unmount_rootfs(&record.id).await;
+            return Err(e);
+        }
         match self.build_run(&record, &rootfs) {
             Ok(run) => Ok(run),
             Err(e) => {
@@ -88,11 +92,14 @@ impl Daemon {
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let entries = berth_network::files::HostEntries {
             hostname: hostname.clone(),
-            addresses: Vec::new(),
+            addresses: self.networks.container_addresses(&record.id),
             extra: parse_extra_hosts(host.extra_hosts.as_deref().unwrap_or_default()),
         };
         berth_network::files::write_all(&dir, &entries, &host_resolv, network_mode == "host")
             .map_err(|e| ServiceError::internal(e.to_string()))?;
+        if let Some(resolv) = self.networks.embedded_resolv_conf(&record.id) {
+            std::fs::write(dir.join("resolv.conf"), resolv)?;
+        }
 
         let user = user::resolve(rootfs, config.user.as_deref().unwrap_or(""))?;
         let cwd = config
@@ -134,8 +141,11 @@ impl Daemon {
                 options: vec!["rbind".into(), "rprivate".into()],
             });
         }
-        mounts.extend(tmpfs_mounts(host));
-        mounts.extend(bind_mounts(host)?);
+        // The container's own mounts replace the generated files they land on.
+        let own_mounts = crate::volumes::mount_specs(&record.mounts, tmpfs_mounts(host));
+        mounts.retain(|m| !own_mounts.iter().any(|o| o.destination == m.destination));
+        mounts.extend(own_mounts);
+        crate::volumes::order_mounts(&mut mounts);
 
         let security = parse_security_opts(host.security_opt.as_deref().unwrap_or_default())?;
         let run = RunConfig {
@@ -156,8 +166,9 @@ impl Daemon {
             tty,
             open_stdin: config.open_stdin.unwrap_or(false),
             mounts,
-            network: match network_mode {
-                "host" => NetworkNamespace::Host,
+            network: match (network_mode, self.networks.container_netns(&record.id)) {
+                ("host", _) => NetworkNamespace::Host,
+                (_, Some(path)) => NetworkNamespace::Path(path),
                 _ => NetworkNamespace::New,
             },
             capabilities: CapabilityConfig {
@@ -315,49 +326,6 @@ fn tmpfs_mounts(host: &HostConfig) -> Vec<MountSpec> {
     out
 }
 
-/// `-v /host:/ctr[:ro]` binds. Named volumes arrive with the volumes service.
-fn bind_mounts(host: &HostConfig) -> ServiceResult<Vec<MountSpec>> {
-    let mut out = Vec::new();
-    for bind in host.binds.iter().flatten() {
-        let parts: Vec<&str> = bind.split(':').collect();
-        let (source, dest, mode) = match parts.as_slice() {
-            [s, d] => (*s, *d, ""),
-            [s, d, m] => (*s, *d, *m),
-            _ => {
-                return Err(ServiceError::invalid(format!(
-                    "invalid volume specification: '{bind}'"
-                )));
-            }
-        };
-        if !source.starts_with('/') {
-            return Err(ServiceError::invalid(format!(
-                "invalid volume specification: '{bind}': named volumes are not supported by this engine yet"
-            )));
-        }
-        if !dest.starts_with('/') {
-            return Err(ServiceError::invalid(format!(
-                "invalid mount config for type \"bind\": invalid mount path: '{dest}' mount path must be absolute"
-            )));
-        }
-        std::fs::create_dir_all(source).ok();
-        let mut options = vec!["rbind".to_string()];
-        for m in mode.split(',').filter(|m| !m.is_empty()) {
-            match m {
-                "ro" | "rw" => options.push(m.into()),
-                "z" | "Z" => {}
-                other => return Err(ServiceError::invalid(format!("invalid mode: {other}"))),
-            }
-        }
-        out.push(MountSpec {
-            destination: dest.into(),
-            kind: "bind".into(),
-            source: source.into(),
-            options,
-        });
-    }
-    Ok(out)
-}
-
 fn parse_extra_hosts(hosts: &[String]) -> Vec<(String, String)> {
     hosts
         .iter()
@@ -450,20 +418,5 @@ mod tests {
         };
         let r = resources(&host);
         assert_eq!((r.cpu_quota, r.cpu_period), (Some(150_000), Some(100_000)));
-    }
-
-    #[test]
-    fn binds_need_absolute_paths() {
-        let host = HostConfig {
-            binds: Some(vec!["data:/data".into()]),
-            ..Default::default()
-        };
-        assert!(bind_mounts(&host).is_err());
-        let host = HostConfig {
-            binds: Some(vec!["/tmp:/data:ro".into()]),
-            ..Default::default()
-        };
-        let m = bind_mounts(&host).unwrap();
-        assert_eq!(m[0].options, vec!["rbind".to_string(), "ro".to_string()]);
     }
 }

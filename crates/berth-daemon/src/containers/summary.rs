@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use berth_api::filters::{Filters, labels_match};
 use berth_api::models::{
     ContainerInspectResponse, ContainerState, ContainerSummary, ContainerSummaryHostConfig,
-    ContainerSummaryNetworkSettings, DriverData, NetworkSettings,
+    ContainerSummaryNetworkSettings, DriverData,
 };
 use chrono::{DateTime, Utc};
 
@@ -70,7 +70,13 @@ impl Daemon {
             if !record_matches(&r, f, &ancestors) {
                 continue;
             }
-            out.push(summary(&r, opts.size.then(|| self.container_size(&r.id))));
+            let mut line = summary(&r, opts.size.then(|| self.container_size(&r.id)));
+            let (ports, networks) = self.container_summary_networks(&r);
+            line.ports = Some(ports);
+            line.network_settings = Some(ContainerSummaryNetworkSettings {
+                networks: Some(networks),
+            });
+            out.push(line);
             if opts.limit > 0 && out.len() as i64 >= opts.limit {
                 break;
             }
@@ -122,14 +128,14 @@ impl Daemon {
             }),
             size_rw: rw,
             size_root_fs: rw,
-            mounts: Some(Vec::new()),
+            mounts: Some(
+                r.mounts
+                    .iter()
+                    .map(crate::volumes::MountPoint::to_api)
+                    .collect(),
+            ),
             config: Some(r.config.clone()),
-            network_settings: Some(NetworkSettings {
-                sandbox_id: Some(String::new()),
-                sandbox_key: Some(String::new()),
-                ports: Some(HashMap::new()),
-                networks: Some(HashMap::new()),
-            }),
+            network_settings: Some(self.container_network_settings(&r)),
             ..Default::default()
         })
     }
@@ -149,6 +155,11 @@ fn record_matches(r: &ContainerRecord, f: &Filters, ancestors: &[String]) -> boo
             r.state.status == Status::Exited && v.parse::<i64>().ok() == Some(r.state.exit_code)
         })
         && (f.get("ancestor").is_empty() || ancestors.contains(&r.image_id))
+        && any(f.get("volume"), &|v| {
+            r.mounts
+                .iter()
+                .any(|m| (!m.name.is_empty() && m.name == v) || m.destination == v)
+        })
         && labels_match(f.get("label"), |k| labels.get(k).map(String::as_str))
 }
 
@@ -180,7 +191,12 @@ fn summary(r: &ContainerRecord, size: Option<i64>) -> ContainerSummary {
         network_settings: Some(ContainerSummaryNetworkSettings {
             networks: Some(HashMap::new()),
         }),
-        mounts: Some(Vec::new()),
+        mounts: Some(
+            r.mounts
+                .iter()
+                .map(crate::volumes::MountPoint::to_api)
+                .collect(),
+        ),
         ..Default::default()
     }
 }

@@ -47,11 +47,13 @@ async fn create(State(d): State<AppState>, query: Query, body: Bytes) -> Respons
     let run = async {
         let body: ContainerCreateBody = parse_body(&body)?;
         let params = q(&query);
+        let endpoints = super::networks::endpoint_requests(body.networking_config.as_ref());
         let (config, host_config) = split_create_body(body);
         let req = CreateRequest {
             name: params.get("name").map(str::to_string),
             config,
             host_config,
+            endpoints,
         };
         d.create_container(req).await
     };

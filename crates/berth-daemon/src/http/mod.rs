@@ -5,9 +5,11 @@
 mod containers;
 mod exec;
 mod images;
+mod networks;
 mod query;
 mod stream;
 mod system;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -72,6 +74,8 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .merge(containers::routes())
         .merge(images::routes())
         .merge(exec::routes())
+        .merge(networks::routes())
+        .merge(volumes::routes())
         .route("/build", post(not_implemented))
         .route("/session", post(not_implemented))
         .route("/grpc", post(not_implemented))

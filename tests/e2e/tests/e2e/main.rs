@@ -9,5 +9,7 @@ mod debian;
 mod docker_cli;
 mod exec;
 mod faults;
+mod network;
 mod registry;
 mod util;
+mod volumes;

@@ -1,0 +1,66 @@
+//! `/volumes/...` handlers.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use berth_api::models::VolumeCreateRequest;
+
+use super::{AppState, QueryParams, json, parse_body};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/volumes", get(list))
+        .route("/volumes/create", post(create))
+        .route("/volumes/prune", post(prune))
+        .route("/volumes/{name}", get(inspect).delete(remove))
+}
+
+async fn list(State(d): State<AppState>, query: RawQuery) -> Response {
+    let listed = QueryParams::parse(query.0.as_deref())
+        .filters()
+        .and_then(|f| d.list_volumes(&f));
+    match listed {
+        Ok(list) => json(StatusCode::OK, &list),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn create(State(d): State<AppState>, body: Bytes) -> Response {
+    let created = async {
+        let req: VolumeCreateRequest = parse_body(&body)?;
+        d.create_volume(req).await
+    };
+    match created.await {
+        Ok(volume) => json(StatusCode::CREATED, &volume),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn inspect(State(d): State<AppState>, Path(name): Path<String>) -> Response {
+    match d.inspect_volume(&name) {
+        Ok(volume) => json(StatusCode::OK, &volume),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remove(State(d): State<AppState>, Path(name): Path<String>, query: RawQuery) -> Response {
+    let force = QueryParams::parse(query.0.as_deref()).bool("force", false);
+    match d.remove_volume(&name, force).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn prune(State(d): State<AppState>, query: RawQuery) -> Response {
+    let pruned = async {
+        let filters = QueryParams::parse(query.0.as_deref()).filters()?;
+        d.prune_volumes(&filters).await
+    };
+    match pruned.await {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(e) => e.into_response(),
+    }
+}
