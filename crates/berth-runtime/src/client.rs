@@ -266,14 +266,7 @@ impl ShimClient {
             })
             .await?,
         )?;
-        Ok(AttachStream {
-            output: AttachOutput {
-                reader: conn.reader,
-            },
-            input: AttachInput {
-                writer: conn.writer,
-            },
-        })
+        Ok(StdioStream::new(conn, 0))
     }
 
     /// Starts a process in the running container and streams its stdio on a new connection.
@@ -291,17 +284,7 @@ impl ShimClient {
             })
             .await?,
         )?;
-        Ok(ExecStream {
-            pid,
-            output: ExecOutput {
-                reader: conn.reader,
-                exit_code: None,
-                ended: false,
-            },
-            input: ExecInput {
-                writer: conn.writer,
-            },
-        })
+        Ok(StdioStream::new(conn, pid))
     }
 
     /// Starts a process in the running container with its output discarded; returns its
@@ -381,88 +364,37 @@ pub fn read_exit_file(state_dir: &Path) -> Option<ExitStatus> {
     serde_json::from_slice(&data).ok()
 }
 
-/// An attached connection: decoded output frames plus a stdin writer.
+/// A connection carrying a process's stdio (an attach to the container's process, or an
+/// exec): decoded output frames, a stdin writer, and for execs the exit code the shim sends
+/// as the last frame.
 #[derive(Debug)]
-pub struct AttachStream {
-    output: AttachOutput,
-    input: AttachInput,
-}
-
-impl AttachStream {
-    /// The next output frame `(stream id, bytes)`; `None` once the shim closed the stream
-    /// (the process exited and all output was delivered).
-    pub async fn next_frame(&mut self) -> Result<Option<(u8, Bytes)>> {
-        self.output.next_frame().await
-    }
-
-    /// Splits into the output and the stdin halves.
-    pub fn into_split(self) -> (AttachOutput, AttachInput) {
-        (self.output, self.input)
-    }
-}
-
-impl AsyncWrite for AttachStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.input).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.input).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.input).poll_shutdown(cx)
-    }
-}
-
-/// The output half of an attach: frames from the shim.
-#[derive(Debug)]
-pub struct AttachOutput {
-    reader: BufReader<OwnedReadHalf>,
-}
-
-impl AttachOutput {
-    /// The next output frame `(stream id, bytes)`; `None` at the end of the stream.
-    pub async fn next_frame(&mut self) -> Result<Option<(u8, Bytes)>> {
-        read_frame(&mut self.reader).await
-    }
-}
-
-/// The stdin half of an attach; shutting it down closes the container's stdin (when the
-/// attach asked for stdin).
-#[derive(Debug)]
-pub struct AttachInput {
-    writer: OwnedWriteHalf,
-}
-
-impl AsyncWrite for AttachInput {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.writer).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.writer).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.writer).poll_shutdown(cx)
-    }
-}
-
-/// A started exec: its decoded output frames plus a stdin writer.
-#[derive(Debug)]
-pub struct ExecStream {
+pub struct StdioStream {
     pid: i32,
-    output: ExecOutput,
-    input: ExecInput,
+    output: StdioOutput,
+    input: StdioInput,
 }
 
-impl ExecStream {
-    /// Host pid of the exec's process.
+/// An attach to the container's main process.
+pub type AttachStream = StdioStream;
+/// A started exec.
+pub type ExecStream = StdioStream;
+
+impl StdioStream {
+    fn new(conn: Conn, pid: i32) -> StdioStream {
+        StdioStream {
+            pid,
+            output: StdioOutput {
+                reader: conn.reader,
+                exit_code: None,
+                ended: false,
+            },
+            input: StdioInput {
+                writer: conn.writer,
+            },
+        }
+    }
+
+    /// Host pid of an exec's process (0 for an attach).
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -473,19 +405,19 @@ impl ExecStream {
         self.output.next_frame().await
     }
 
-    /// The exit code (128 + signal for a death by signal), once `next_frame` returned
-    /// `None`; `None` if the shim went away without reporting one.
+    /// An exec's exit code (128 + signal for a death by signal), once `next_frame` returned
+    /// `None`; `None` for an attach, or if the shim went away without reporting one.
     pub fn exit_code(&self) -> Option<i32> {
         self.output.exit_code
     }
 
     /// Splits into the output and the stdin halves.
-    pub fn into_split(self) -> (ExecOutput, ExecInput) {
+    pub fn into_split(self) -> (StdioOutput, StdioInput) {
         (self.output, self.input)
     }
 }
 
-impl AsyncWrite for ExecStream {
+impl AsyncWrite for StdioStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -501,15 +433,15 @@ impl AsyncWrite for ExecStream {
     }
 }
 
-/// The output half of an exec: frames from the shim, then the exit code.
+/// The output half: frames from the shim, then (for an exec) the exit code.
 #[derive(Debug)]
-pub struct ExecOutput {
+pub struct StdioOutput {
     reader: BufReader<OwnedReadHalf>,
     exit_code: Option<i32>,
     ended: bool,
 }
 
-impl ExecOutput {
+impl StdioOutput {
     /// The next output frame `(stream id, bytes)`; `None` at the end of the stream.
     pub async fn next_frame(&mut self) -> Result<Option<(u8, Bytes)>> {
         if self.ended {
@@ -535,20 +467,20 @@ impl ExecOutput {
         }
     }
 
-    /// The exit code, once `next_frame` returned `None` (see [`ExecStream::exit_code`]).
+    /// The exit code, once `next_frame` returned `None` (see [`StdioStream::exit_code`]).
     pub fn exit_code(&self) -> Option<i32> {
         self.exit_code
     }
 }
 
-/// The stdin half of an exec; shutting it down closes the process's stdin (for a tty, an
-/// EOF character is sent instead).
+/// The stdin half; shutting it down closes the process's stdin (when the attach or exec
+/// asked for stdin; with a tty an EOF character is sent instead).
 #[derive(Debug)]
-pub struct ExecInput {
+pub struct StdioInput {
     writer: OwnedWriteHalf,
 }
 
-impl AsyncWrite for ExecInput {
+impl AsyncWrite for StdioInput {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

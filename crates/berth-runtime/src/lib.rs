@@ -20,7 +20,8 @@ pub mod shim;
 pub mod spec;
 
 pub use client::{
-    AttachStream, ExecInput, ExecOutput, ExecStream, ShimClient, ShimOptions, read_exit_file,
+    AttachStream, ExecStream, ShimClient, ShimOptions, StdioInput, StdioOutput, StdioStream,
+    read_exit_file,
 };
 pub use error::{ErrorKind, Result, RuntimeError};
 pub use protocol::{ExecSpec, ExecState, ExitStatus, ShimState, Status};
