@@ -34,6 +34,10 @@ pub struct Script {
     pub attach_output: Vec<u8>,
     /// The wait status code.
     pub exit_code: i64,
+    /// Scripted replies: `(method, path suffix, status, JSON body)`, checked first.
+    pub replies: Mutex<Vec<(String, String, u16, String)>>,
+    /// Request bodies of the scripted replies, by request line.
+    pub bodies: Mutex<HashMap<String, String>>,
     started: watch::Sender<bool>,
 }
 
@@ -46,8 +50,22 @@ impl Script {
             create_404_once: Mutex::new(false),
             attach_output,
             exit_code,
+            replies: Mutex::new(Vec::new()),
+            bodies: Mutex::new(HashMap::new()),
             started: watch::channel(false).0,
         })
+    }
+
+    /// Answers `method` requests whose path ends with `suffix` with `status` and `body`.
+    pub fn reply(&self, method: &str, suffix: &str, status: u16, body: &str) {
+        if let Ok(mut r) = self.replies.lock() {
+            r.push((method.into(), suffix.into(), status, body.into()));
+        }
+    }
+
+    /// The body of the scripted request with this request line.
+    pub fn body(&self, line: &str) -> Option<String> {
+        self.bodies.lock().ok()?.get(line).cloned()
     }
 
     /// The request lines seen so far.
@@ -81,6 +99,24 @@ async fn handle(
         l.push(line.clone());
     }
     let path = req.uri().path().to_string();
+    let scripted = script.replies.lock().ok().and_then(|r| {
+        r.iter()
+            .find(|(m, suffix, _, _)| m == req.method().as_str() && path.ends_with(suffix.as_str()))
+            .map(|(_, _, status, body)| (*status, body.clone()))
+    });
+    if let Some((status, body)) = scripted {
+        let data = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if let Ok(mut b) = script.bodies.lock() {
+            b.insert(line, String::from_utf8_lossy(&data).into_owned());
+        }
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(full(status, "application/json", body));
+    }
     let resp = if path.ends_with("/containers/create") {
         let first_404 = script
             .create_404_once

@@ -9,6 +9,7 @@ pub mod fake_daemon;
 pub mod image;
 pub mod info;
 pub mod inspect;
+pub mod network;
 pub mod progress;
 pub mod ps;
 pub mod registry;
@@ -16,6 +17,7 @@ pub mod run;
 pub mod stream;
 pub mod system;
 pub mod transfer;
+pub mod volume;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -181,9 +183,15 @@ pub enum Cmd {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCmd),
     /// Manage Docker
     #[command(subcommand)]
     System(SystemCmd),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(VolumeCmd),
     /// Generate the autocompletion script for the specified shell
     Completion(completion::CompletionArgs),
 }
@@ -258,6 +266,44 @@ pub enum ImageCmd {
     Save(transfer::SaveArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(image::TagArgs),
+}
+
+/// `berth network …`
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Connect a container to a network
+    Connect(network::NetworkConnectArgs),
+    /// Create a network
+    Create(network::NetworkCreateArgs),
+    /// Disconnect a container from a network
+    Disconnect(network::NetworkDisconnectArgs),
+    /// Display detailed information on one or more networks
+    Inspect(network::NetworkInspectArgs),
+    /// List networks
+    #[command(visible_alias = "list")]
+    Ls(network::NetworkLsArgs),
+    /// Remove all unused networks
+    Prune(network::NetworkPruneArgs),
+    /// Remove one or more networks
+    #[command(visible_alias = "remove")]
+    Rm(network::NetworkRmArgs),
+}
+
+/// `berth volume …`
+#[derive(Subcommand, Debug)]
+pub enum VolumeCmd {
+    /// Create a volume
+    Create(volume::VolumeCreateArgs),
+    /// Display detailed information on one or more volumes
+    Inspect(volume::VolumeInspectArgs),
+    /// List volumes
+    #[command(visible_alias = "list")]
+    Ls(volume::VolumeLsArgs),
+    /// Remove unused local volumes
+    Prune(volume::VolumePruneArgs),
+    /// Remove one or more volumes
+    #[command(visible_alias = "remove")]
+    Rm(volume::VolumeRmArgs),
 }
 
 /// `berth system …`
@@ -339,6 +385,22 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<()> {
             ImageCmd::Rm(a) => image::rmi(ctx, a).await,
             ImageCmd::Save(a) => transfer::save(ctx, a).await,
             ImageCmd::Tag(a) => image::tag(ctx, a).await,
+        },
+        Cmd::Network(c) => match c {
+            NetworkCmd::Connect(a) => network::connect(ctx, a).await,
+            NetworkCmd::Create(a) => network::create(ctx, a).await,
+            NetworkCmd::Disconnect(a) => network::disconnect(ctx, a).await,
+            NetworkCmd::Inspect(a) => network::inspect(ctx, a).await,
+            NetworkCmd::Ls(a) => network::ls(ctx, a).await,
+            NetworkCmd::Prune(a) => network::prune(ctx, a).await,
+            NetworkCmd::Rm(a) => network::rm(ctx, a).await,
+        },
+        Cmd::Volume(c) => match c {
+            VolumeCmd::Create(a) => volume::create(ctx, a).await,
+            VolumeCmd::Inspect(a) => volume::inspect(ctx, a).await,
+            VolumeCmd::Ls(a) => volume::ls(ctx, a).await,
+            VolumeCmd::Prune(a) => volume::prune(ctx, a).await,
+            VolumeCmd::Rm(a) => volume::rm(ctx, a).await,
         },
         Cmd::System(c) => match c {
             SystemCmd::Df(a) => system::df(ctx, a).await,
