@@ -15,7 +15,7 @@ use crate::client::{self, enc, enc_path, for_each_chunk, query};
 use crate::output::{human_size, write_table};
 use crate::timefmt::{get_timestamp, now_unix};
 
-/// `berth stop`
+/// `berth stop` (and `berth restart`)
 #[derive(Args, Debug)]
 pub struct StopArgs {
     /// Signal to send to the container
@@ -35,25 +35,8 @@ pub struct StopArgs {
     containers: Vec<String>,
 }
 
-/// `berth restart`
-#[derive(Args, Debug)]
-pub struct RestartArgs {
-    /// Signal to send to the container
-    #[arg(short = 's', long, value_name = "string")]
-    signal: Option<String>,
-    /// Seconds to wait before killing the container
-    #[arg(
-        short = 't',
-        long,
-        visible_alias = "time",
-        value_name = "int",
-        allow_hyphen_values = true
-    )]
-    timeout: Option<i64>,
-    /// CONTAINER [CONTAINER...]
-    #[arg(value_name = "CONTAINER", required = true)]
-    containers: Vec<String>,
-}
+/// `berth restart` takes the same arguments as `berth stop`.
+pub type RestartArgs = StopArgs;
 
 /// `berth kill`
 #[derive(Args, Debug)]

@@ -229,3 +229,14 @@ impl FakeDaemon {
         }
     }
 }
+
+/// Parses `args` as a `berth` command line and runs it against a fake daemon following
+/// `script`.
+pub async fn run_cli(script: &Arc<Script>, args: &[&str]) -> anyhow::Result<()> {
+    use clap::Parser;
+    let fake = FakeDaemon::start(script.clone());
+    let cfg = tempfile::tempdir().expect("temp config dir");
+    let ctx = fake.ctx(cfg.path());
+    let cli = crate::Cli::try_parse_from(args).expect("test command line parses");
+    super::dispatch(&ctx, cli.command.expect("a subcommand")).await
+}

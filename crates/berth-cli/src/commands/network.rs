@@ -493,17 +493,8 @@ pub async fn disconnect(ctx: &Ctx, a: NetworkDisconnectArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake_daemon::{FakeDaemon, Script};
+    use super::super::fake_daemon::{Script, run_cli as run};
     use super::*;
-    use clap::Parser;
-
-    async fn run(script: &Arc<Script>, args: &[&str]) -> Result<()> {
-        let fake = FakeDaemon::start(script.clone());
-        let cfg = tempfile::tempdir().unwrap();
-        let ctx = fake.ctx(cfg.path());
-        let cli = crate::Cli::try_parse_from(args).unwrap();
-        super::super::dispatch(&ctx, cli.command.unwrap()).await
-    }
 
     #[test]
     fn ls_table_matches_docker() {

@@ -209,6 +209,35 @@ async fn begin_wait(client: &Client, id: &str, auto_remove: bool) -> Result<Resp
         .await
 }
 
+/// The end of an attached `run` or `start -a`: follow the terminal size, pump the streams
+/// until the container ends (or the user detaches), restore the terminal, and exit with the
+/// container's status.
+async fn follow_to_exit(
+    ctx: &Ctx,
+    id: &str,
+    conn: crate::client::Hijacked,
+    streams: Streams,
+    escape: Option<stream::EscapeProxy>,
+    raw: Option<RawMode>,
+    wait: Result<Response<Incoming>>,
+) -> Result<()> {
+    if streams.tty && stream::stdout_is_tty() {
+        stream::monitor_tty_size(ctx.client.clone(), format!("/containers/{id}"));
+    }
+    let pumped = stream::pump(conn, streams, escape).await;
+    if let Some(mut r) = raw {
+        r.restore();
+    }
+    if pumped? == stream::Ended::Detached {
+        return Ok(());
+    }
+    let status = finish_wait(wait).await;
+    if status != 0 {
+        return Err(exit_code(status));
+    }
+    Ok(())
+}
+
 /// Reads the wait body: the exit status, or 125 with docker's message on failure.
 async fn finish_wait(resp: Result<Response<Incoming>>) -> i32 {
     let body = match resp {
@@ -326,21 +355,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         print_out(format!("{id}\n").as_bytes())?;
         return Ok(());
     };
-    if streams.tty && stream::stdout_is_tty() {
-        stream::monitor_tty_size(ctx.client.clone(), format!("/containers/{id}"));
-    }
-    let pumped = stream::pump(conn, streams, escape).await;
-    if let Some(mut r) = raw {
-        r.restore();
-    }
-    if pumped? == stream::Ended::Detached {
-        return Ok(());
-    }
-    let status = finish_wait(wait).await;
-    if status != 0 {
-        return Err(exit_code(status));
-    }
-    Ok(())
+    follow_to_exit(ctx, &id, conn, streams, escape, raw, wait).await
 }
 
 /// `berth create`.
@@ -464,21 +479,7 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> Result<()> {
         }
         return Err(e);
     }
-    if streams.tty && stream::stdout_is_tty() {
-        stream::monitor_tty_size(ctx.client.clone(), format!("/containers/{id}"));
-    }
-    let pumped = stream::pump(conn, streams, escape).await;
-    if let Some(r) = raw.as_mut() {
-        r.restore();
-    }
-    if pumped? == stream::Ended::Detached {
-        return Ok(());
-    }
-    let status = finish_wait(wait).await;
-    if status != 0 {
-        return Err(exit_code(status));
-    }
-    Ok(())
+    follow_to_exit(ctx, &id, conn, streams, escape, raw, wait).await
 }
 
 /// `berth attach`: streams a running container's output (and stdin) until it exits; the

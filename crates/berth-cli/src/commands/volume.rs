@@ -301,17 +301,8 @@ pub async fn prune(ctx: &Ctx, a: VolumePruneArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake_daemon::{FakeDaemon, Script};
+    use super::super::fake_daemon::{Script, run_cli as run};
     use super::*;
-    use clap::Parser;
-
-    async fn run(script: &Arc<Script>, args: &[&str]) -> Result<()> {
-        let fake = FakeDaemon::start(script.clone());
-        let cfg = tempfile::tempdir().unwrap();
-        let ctx = fake.ctx(cfg.path());
-        let cli = crate::Cli::try_parse_from(args).unwrap();
-        super::super::dispatch(&ctx, cli.command.unwrap()).await
-    }
 
     fn vol(name: &str) -> Volume {
         Volume {

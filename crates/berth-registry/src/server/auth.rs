@@ -104,13 +104,13 @@ impl Htpasswd {
         };
         let fingerprint: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         let cache = |m: &mut HashMap<String, [u8; 32]>| m.get(user) == Some(&fingerprint);
-        if cache(&mut self.verified.lock().expect("htpasswd cache lock")) {
+        if cache(&mut self.verified.lock().unwrap_or_else(|p| p.into_inner())) {
             return true;
         }
         if bcrypt::verify(password, hash).unwrap_or(false) {
             self.verified
                 .lock()
-                .expect("htpasswd cache lock")
+                .unwrap_or_else(|p| p.into_inner())
                 .insert(user.to_string(), fingerprint);
             true
         } else {

@@ -210,7 +210,7 @@ pub(super) async fn start(
     }
     let id = new_id()?;
     let stale: Vec<Slot> = {
-        let mut uploads = state.uploads.lock().expect("uploads lock");
+        let mut uploads = state.uploads.lock().unwrap_or_else(|p| p.into_inner());
         let expired: Vec<String> = uploads
             .iter()
             .filter(|(_, s)| s.touched.elapsed() > SESSION_IDLE)
@@ -237,7 +237,7 @@ pub(super) async fn start(
 
 /// Takes the session's ingest for writing; the slot stays, marked busy.
 fn take(state: &AppState, name: &RepoName, id: &str) -> Result<(Ingest, u64), ApiError> {
-    let mut uploads = state.uploads.lock().expect("uploads lock");
+    let mut uploads = state.uploads.lock().unwrap_or_else(|p| p.into_inner());
     let slot = uploads
         .get_mut(id)
         .filter(|s| s.name == *name)
@@ -251,7 +251,7 @@ fn take(state: &AppState, name: &RepoName, id: &str) -> Result<(Ingest, u64), Ap
 }
 
 fn put_back(state: &AppState, id: &str, ingest: Ingest) -> u64 {
-    let mut uploads = state.uploads.lock().expect("uploads lock");
+    let mut uploads = state.uploads.lock().unwrap_or_else(|p| p.into_inner());
     let offset = ingest.written();
     if let Some(slot) = uploads.get_mut(id) {
         slot.offset = offset;
@@ -262,7 +262,11 @@ fn put_back(state: &AppState, id: &str, ingest: Ingest) -> u64 {
 }
 
 fn remove(state: &AppState, id: &str) -> Option<Slot> {
-    state.uploads.lock().expect("uploads lock").remove(id)
+    state
+        .uploads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id)
 }
 
 /// `PATCH /v2/<name>/blobs/uploads/<id>`.
@@ -333,7 +337,7 @@ pub(super) fn cancel(
     id: String,
 ) -> Result<Response, ApiError> {
     let slot = {
-        let mut uploads = state.uploads.lock().expect("uploads lock");
+        let mut uploads = state.uploads.lock().unwrap_or_else(|p| p.into_inner());
         match uploads.get(&id) {
             Some(s) if s.name == name => uploads.remove(&id),
             _ => None,
@@ -350,7 +354,7 @@ pub(super) fn status(
     name: RepoName,
     id: String,
 ) -> Result<Response, ApiError> {
-    let uploads = state.uploads.lock().expect("uploads lock");
+    let uploads = state.uploads.lock().unwrap_or_else(|p| p.into_inner());
     let slot = uploads
         .get(&id)
         .filter(|s| s.name == name)

@@ -175,8 +175,27 @@ fn create_libcontainer(
     let root = state_dir.join("libcontainer");
     fs::create_dir_all(&root)
         .map_err(|e| ShimError::other(format!("create {}: {e}", root.display())))?;
+    let container = stdio_builder(id, &root, stdio)?
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| classify(&error_chain(&e), arg0))?;
+    let pid = container
+        .pid()
+        .ok_or_else(|| ShimError::other(format!("container {id}: runtime reported no pid")))?;
+    Ok((Backend::Libcontainer(Box::new(container)), pid.as_raw()))
+}
+
+/// A libcontainer builder for container `id` with its state under `root`, wired to `stdio`
+/// (pipes, or a console socket for a terminal); shared by create and exec.
+fn stdio_builder(
+    id: &str,
+    root: &Path,
+    stdio: ContainerStdio,
+) -> Result<ContainerBuilder, ShimError> {
     let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
-        .with_root_path(&root)
+        .with_root_path(root)
         .map_err(|e| {
             ShimError::other(format!(
                 "libcontainer root {}: {}",
@@ -193,17 +212,7 @@ fn create_libcontainer(
     if let Some(err) = stdio.stderr {
         builder = builder.with_stderr(err);
     }
-    let container = builder
-        .with_console_socket(stdio.console_socket.as_ref())
-        .as_init(bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(|e| classify(&error_chain(&e), arg0))?;
-    let pid = container
-        .pid()
-        .ok_or_else(|| ShimError::other(format!("container {id}: runtime reported no pid")))?;
-    Ok((Backend::Libcontainer(Box::new(container)), pid.as_raw()))
+    Ok(builder.with_console_socket(stdio.console_socket.as_ref()))
 }
 
 /// Runs `f` with the signal state a new container process must start with: nothing
@@ -243,26 +252,7 @@ fn exec_libcontainer(
     let root = dir
         .parent()
         .ok_or_else(|| ShimError::other(format!("libcontainer state dir {}", dir.display())))?;
-    let mut builder = ContainerBuilder::new(container.id().to_string(), SyscallType::Linux)
-        .with_root_path(root)
-        .map_err(|e| {
-            ShimError::other(format!(
-                "libcontainer root {}: {}",
-                root.display(),
-                error_chain(&e)
-            ))
-        })?;
-    if let Some(inp) = stdio.stdin {
-        builder = builder.with_stdin(inp);
-    }
-    if let Some(out) = stdio.stdout {
-        builder = builder.with_stdout(out);
-    }
-    if let Some(err) = stdio.stderr {
-        builder = builder.with_stderr(err);
-    }
-    let tenant = builder
-        .with_console_socket(stdio.console_socket.as_ref())
+    let tenant = stdio_builder(container.id(), root, stdio)?
         .as_tenant()
         .with_process(Some(process))
         .with_detach(true);
