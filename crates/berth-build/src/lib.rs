@@ -5,8 +5,8 @@
 //! pruning to the target, build args) → [`exec`] (walks the plan, calling a
 //! [`exec::BuildBackend`] for everything effectful). [`expand`] implements
 //! Docker's variable substitution, [`context`] selects and hashes build
-//! context files (`.dockerignore`), and [`cache`] derives the chained step
-//! cache keys.
+//! context files (`.dockerignore`), [`cache`] derives the chained step
+//! cache keys, and [`fsops`] performs COPY/ADD onto a mounted root filesystem.
 //!
 //! Nothing here touches the image store or the runtime directly: the daemon
 //! implements [`exec::BuildBackend`] with them.
@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod exec;
 pub mod expand;
+pub mod fsops;
 pub mod instructions;
 pub mod parser;
 pub mod plan;

@@ -99,7 +99,13 @@ impl Daemon {
         let image = self.store.resolve(name)?;
         let names = self.store.image_names(&image.id)?;
         let oci = image.config.config().clone().unwrap_or_default();
+        // Docker's fields beyond OCI's live only in the stored blob.
+        let blob = self.store.image_config_json(&image.id)?;
+        let docker_field = |name: &str| blob["config"].get(name).cloned().unwrap_or_default();
         let config = ImageConfig {
+            healthcheck: serde_json::from_value(docker_field("Healthcheck")).ok(),
+            on_build: serde_json::from_value(docker_field("OnBuild")).ok(),
+            shell: serde_json::from_value(docker_field("Shell")).ok(),
             user: Some(oci.user().clone().unwrap_or_default()),
             exposed_ports: oci.exposed_ports().clone(),
             env: oci.env().clone(),

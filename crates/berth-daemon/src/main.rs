@@ -2,6 +2,7 @@
 //! `berthd`: the berth daemon. Flags → configuration → `Daemon::start` (store + recovery)
 //! → the Engine API on a unix socket.
 
+mod build;
 mod changes;
 mod config;
 mod containers;

@@ -230,8 +230,7 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// `GET /system/df`: images, containers, volumes and their sizes (the build cache
-    /// arrives with the builder).
+    /// `GET /system/df`: images, containers, volumes, the build cache and their sizes.
     pub fn disk_usage(&self) -> ServiceResult<serde_json::Value> {
         let images = self.list_images(true, &Filters::default())?;
         let containers = self.list_containers(&crate::containers::summary::ListOptions {
@@ -245,7 +244,7 @@ impl Daemon {
             "Images": images,
             "Containers": containers,
             "Volumes": self.volumes_disk_usage()?,
-            "BuildCache": [],
+            "BuildCache": self.build_cache_usage()?,
         }))
     }
 }

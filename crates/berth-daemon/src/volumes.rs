@@ -1270,6 +1270,7 @@ mod tests {
             runtime: String::new(),
             state: Default::default(),
             mounts: Vec::new(),
+            build_layers: None,
         };
         adopt_legacy_binds(&mut record);
         assert_eq!(record.mounts.len(), 1);

@@ -5,6 +5,7 @@
 //! entry point; all its methods block (call them from `spawn_blocking`).
 
 pub mod archive;
+pub mod build;
 pub mod content;
 pub mod digest;
 pub mod error;
@@ -17,11 +18,12 @@ pub mod store;
 mod sys;
 
 pub use archive::{ImageSelector, LoadedImage};
+pub use build::{BuildCacheRecord, Lease};
 pub use content::{ContentStore, Ingest};
 pub use digest::{Digest, Hashing};
 pub use error::{Result, StoreError};
 pub use image::{HistoryEntry, ImageRecord, ImportOptions, LayerInfo};
-pub use layer::{ApplyStats, apply_layer, chain_id, diff_tar, tar_dir};
+pub use layer::{ApplyStats, apply_layer, chain_id, diff_tar, diff_tar_clamped, tar_dir};
 pub use meta::MetaDb;
 pub use reference::Reference;
 pub use snapshot::{Mount, SnapshotKind, SnapshotRecord, Snapshotter, mount_all, unmount};

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
 
+use crate::build::{BUILD_CACHE_KIND, BuildCacheRecord, LeaseTable};
 use crate::content::ContentStore;
 use crate::digest::{Digest, is_lower_hex};
 use crate::error::{IoContext, Result, StoreError};
@@ -42,9 +43,10 @@ pub struct Store {
     pub(crate) meta: Arc<MetaDb>,
     pub(crate) snapshots: Snapshotter,
     pub(crate) gc_lock: RwLock<()>,
+    pub(crate) leases: Arc<LeaseTable>,
 }
 
-fn snapshot_key(container_id: &str) -> String {
+pub(crate) fn snapshot_key(container_id: &str) -> String {
     format!("{CONTAINER_PREFIX}{container_id}")
 }
 
@@ -62,6 +64,7 @@ impl Store {
             meta,
             snapshots,
             gc_lock: RwLock::new(()),
+            leases: Arc::default(),
         })
     }
 
@@ -291,7 +294,13 @@ impl Store {
     pub fn gc(&self) -> Result<GcStats> {
         let _guard = self.gc_lock.write().unwrap_or_else(|p| p.into_inner());
         let mut stats = GcStats::default();
-        let (images, snapshots) = self.meta.read(|tx| Ok((tx.images()?, tx.snapshots()?)))?;
+        let (images, snapshots, cache) = self.meta.read(|tx| {
+            Ok((
+                tx.images()?,
+                tx.snapshots()?,
+                tx.records(BUILD_CACHE_KIND)?,
+            ))
+        })?;
         let mut blobs: HashSet<Digest> = HashSet::new();
         let mut live: HashSet<String> = HashSet::new();
         for img in &images {
@@ -300,6 +309,18 @@ impl Store {
             blobs.extend(img.layers.iter().map(|l| l.digest.clone()));
             live.extend(img.chain_ids().iter().map(|c| c.to_string()));
         }
+        // Build cache entries and running builds' leases are roots too.
+        for (_, bytes) in &cache {
+            let Ok(entry) = serde_json::from_slice::<BuildCacheRecord>(bytes) else {
+                continue;
+            };
+            blobs.extend(entry.layers.iter().map(|l| l.digest.clone()));
+            let diff_ids: Vec<Digest> = entry.layers.iter().map(|l| l.diff_id.clone()).collect();
+            live.extend(crate::layer::chain_id(&diff_ids).iter().map(|c| c.to_string()));
+        }
+        let (leased_blobs, leased_chains) = self.leases.roots();
+        blobs.extend(leased_blobs);
+        live.extend(leased_chains.iter().map(|c| c.to_string()));
         let parent_of: BTreeMap<&str, Option<&str>> = snapshots
             .iter()
             .map(|(k, r)| (k.as_str(), r.parent.as_deref()))

@@ -511,3 +511,109 @@ fn commit_flow_stacks_a_container_diff_on_the_base_image() {
             .unwrap()
     );
 }
+
+#[test]
+fn build_layers_are_committed_cached_leased_and_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let base = import(&store, &[("etc/base", b"b")], "base");
+    store.prepare_container_on("step", &base.layers).unwrap();
+    let upper = store.container_upper_dir("step").unwrap();
+    fs::create_dir(upper.join("app")).unwrap();
+    fs::write(upper.join("app/file"), b"built").unwrap();
+    // Stubs the runtime made for mounts: left out, unless a lower layer has the path.
+    fs::create_dir_all(upper.join("run/secrets")).unwrap();
+    fs::write(upper.join("run/secrets/token"), b"").unwrap();
+    fs::create_dir_all(upper.join("proc")).unwrap();
+    fs::write(upper.join("etc/base"), b"").unwrap_or_else(|_| {
+        fs::create_dir(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/base"), b"").unwrap();
+    });
+    let mount_points = ["/run/secrets/token", "/proc", "/etc/base"].map(String::from);
+    let lease = store.lease();
+    let layer = store
+        .commit_container_layer("step", &base.layers, &mount_points, Some(0))
+        .unwrap();
+    store.remove_container("step").unwrap();
+    let chain: Vec<LayerInfo> = base.layers.iter().cloned().chain([layer.clone()]).collect();
+    lease.hold(&chain);
+    // The layer is a plain tar whose mtimes were clamped to the epoch.
+    let mut archive = tar::Archive::new(store.content().read(&layer.digest).unwrap());
+    let entries: Vec<(String, u64)> = archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().display().to_string(),
+                e.header().mtime().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        vec![
+            ("app".into(), 0),
+            ("app/file".into(), 0),
+            ("etc".into(), 0),
+            ("etc/base".into(), 0),
+        ]
+    );
+    assert_eq!(layer.diff_id, layer.digest);
+
+    // A lease alone keeps the layer through a GC even with no image or cache entry.
+    store.delete_image(&base.id).unwrap();
+    store.gc().unwrap();
+    assert!(store.content().exists(&layer.digest));
+    let top = build::top_chain_id(&chain).unwrap();
+    assert!(store.snapshotter().exists(top.as_str()).unwrap());
+
+    // The cache keeps it once the lease is gone.
+    let now = chrono::Utc::now();
+    let entry = BuildCacheRecord {
+        layers: chain.clone(),
+        created: now,
+        last_used: now,
+        size: layer.unpacked_size,
+    };
+    store.put_build_cache("key1", &entry).unwrap();
+    store.touch_build_cache(&["key1".to_string()]).unwrap();
+    let entry = BuildCacheRecord {
+        last_used: store.get_build_cache("key1").unwrap().unwrap().last_used,
+        ..entry
+    };
+    assert!(entry.last_used > now);
+    drop(lease);
+    store.gc().unwrap();
+    assert_eq!(store.get_build_cache("key1").unwrap(), Some(entry));
+
+    // An image made of the cached chain shares its layers.
+    let mut cfg = config();
+    cfg.rootfs_mut()
+        .set_diff_ids(chain.iter().map(|l| l.diff_id.to_string()).collect());
+    let mut json = serde_json::to_value(&cfg).unwrap();
+    json["config"]["Healthcheck"] = serde_json::json!({"Test": ["CMD", "true"]});
+    let bytes = serde_json::to_vec(&json).unwrap();
+    assert!(
+        store
+            .create_image_from_layers(bytes[..].to_vec(), chain[..1].to_vec())
+            .is_err()
+    );
+    let image = store
+        .create_image_from_layers(bytes, chain.clone())
+        .unwrap();
+    assert_eq!(
+        store.image_config_json(&image.id).unwrap()["config"]["Healthcheck"]["Test"][1],
+        "true"
+    );
+    assert_eq!(image.layers, chain);
+    assert_eq!(image.config.rootfs().diff_ids().len(), 2);
+
+    // Forgetting the cache and the image frees everything.
+    assert!(store.delete_build_cache("key1").unwrap());
+    store.delete_image(&image.id).unwrap();
+    store.gc().unwrap();
+    assert!(!store.content().exists(&layer.digest));
+    assert!(!store.snapshotter().exists(top.as_str()).unwrap());
+    assert_eq!(store.get_build_cache("key1").unwrap(), None);
+}

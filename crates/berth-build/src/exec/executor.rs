@@ -218,6 +218,12 @@ async fn run_stage<B: BuildBackend>(
         keyword: "FROM".into(),
         source,
     };
+    let from_text = match &stage.stage.from.stage_name {
+        Some(name) => format!("FROM {} AS {name}", stage.stage.from.image),
+        None => format!("FROM {}", stage.stage.from.image),
+    };
+    report(shared, stage, &from_text, StepStatus::Started);
+    let started = Instant::now();
     let (rootfs, mut config, key, history, inherit_triggers) = match &stage.base {
         StageBase::Scratch => {
             let rootfs = shared.backend.scratch().await.map_err(from_error)?;
@@ -249,6 +255,14 @@ async fn run_stage<B: BuildBackend>(
             )
         }
     };
+    report(
+        shared,
+        stage,
+        &from_text,
+        StepStatus::Done {
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        },
+    );
     let triggers = if inherit_triggers {
         std::mem::take(&mut config.on_build)
     } else {
@@ -314,16 +328,22 @@ fn trigger_sources(trigger: &Instruction) -> Vec<Option<SourceRef>> {
 fn report<B: BuildBackend>(
     shared: &Shared<B>,
     stage: &PlannedStage,
-    step: &Instruction,
+    step: &str,
     status: StepStatus,
 ) {
     if let Some(tx) = &shared.options.progress {
         let _ = tx.send(Progress {
             stage: stage.display_name(),
-            step: step.original.clone(),
+            step: step.to_string(),
             status,
         });
     }
+}
+
+/// Reports a step that only changes the configuration: it starts and is done at once.
+fn report_instant<B: BuildBackend>(shared: &Shared<B>, stage: &PlannedStage, step: &str) {
+    report(shared, stage, step, StepStatus::Started);
+    report(shared, stage, step, StepStatus::Done { elapsed_ms: 0 });
 }
 
 async fn run_step<B: BuildBackend>(
@@ -340,9 +360,11 @@ async fn run_step<B: BuildBackend>(
                 state.set_arg(&decl.name, value);
             }
         }
+        report_instant(shared, stage, &instruction.original);
         return Ok(());
     }
     if let Some(text) = apply_metadata(&mut state.config, &mut state.commands, &instruction.kind) {
+        report_instant(shared, stage, &instruction.original);
         state.key = CacheKey::step(&state.key, instruction, &state.args, &[]);
         state.history.push(HistoryEntry {
             created_by: text,
@@ -351,7 +373,7 @@ async fn run_step<B: BuildBackend>(
         return Ok(());
     }
     let started = Instant::now();
-    report(shared, stage, instruction, StepStatus::Started);
+    report(shared, stage, &instruction.original, StepStatus::Started);
     let (inputs, created_by, work) = match &instruction.kind {
         InstructionKind::Run(run) => {
             let (spec, inputs) =
@@ -419,7 +441,7 @@ async fn run_step<B: BuildBackend>(
     {
         tracing::debug!(stage = stage.index, line = instruction.line, %key, "cache hit");
         shared.cached.fetch_add(1, Ordering::Relaxed);
-        report(shared, stage, instruction, StepStatus::Cached);
+        report(shared, stage, &instruction.original, StepStatus::Cached);
         state.rootfs = rootfs;
         state.key = key;
         state.history.push(entry);
@@ -440,7 +462,12 @@ async fn run_step<B: BuildBackend>(
         .map_err(backend_error(instruction))?;
     shared.executed.fetch_add(1, Ordering::Relaxed);
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    report(shared, stage, instruction, StepStatus::Done { elapsed_ms });
+    report(
+        shared,
+        stage,
+        &instruction.original,
+        StepStatus::Done { elapsed_ms },
+    );
     state.rootfs = rootfs;
     state.key = key;
     state.history.push(entry);

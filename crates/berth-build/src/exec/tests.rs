@@ -509,7 +509,20 @@ async fn progress_reports_cached_steps() {
         .unwrap();
     let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
-        events.push(e.status);
+        let status = match e.status {
+            StepStatus::Started => "started",
+            StepStatus::Cached => "cached",
+            StepStatus::Done { .. } => "done",
+        };
+        events.push(format!("{}: {status}", e.step));
     }
-    assert_eq!(events, vec![StepStatus::Started, StepStatus::Cached]);
+    assert_eq!(
+        events,
+        [
+            "FROM alpine: started",
+            "FROM alpine: done",
+            "RUN write /a 1: started",
+            "RUN write /a 1: cached",
+        ]
+    );
 }

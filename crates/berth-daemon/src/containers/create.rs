@@ -98,16 +98,69 @@ impl Daemon {
             runtime,
             state: State::default(),
             mounts,
+            build_layers: None,
         };
+        self.admit(record, networks, &created_volumes).await?;
+        Ok((id, Vec::new()))
+    }
+
+    /// Creates the container of a build step: it runs `config.cmd` as given (no image
+    /// defaults are merged) on a writable layer over `layers`.
+    pub(crate) async fn create_build_container(
+        &self,
+        config: ContainerConfig,
+        host_config: HostConfig,
+        image_id: String,
+        layers: Vec<berth_store::LayerInfo>,
+        mounts: Vec<crate::volumes::MountPoint>,
+    ) -> ServiceResult<String> {
+        let id = random_id();
+        let Some((path, args)) = config.cmd.as_deref().unwrap_or_default().split_first() else {
+            return Err(ServiceError::invalid("No command specified"));
+        };
+        let (path, args) = (path.clone(), args.to_vec());
+        let networks = self.plan_container_networks(
+            host_config.network_mode.as_deref().unwrap_or_default(),
+            &HashMap::new(),
+        )?;
+        let record = ContainerRecord {
+            id: id.clone(),
+            name: generate_name(&id),
+            created: chrono::Utc::now(),
+            image_id,
+            config: ContainerConfig {
+                hostname: Some(id[..12].to_string()),
+                ..config
+            },
+            host_config,
+            path,
+            args,
+            runtime: self.config.default_runtime.clone(),
+            state: State::default(),
+            mounts,
+            build_layers: Some(layers),
+        };
+        self.admit(record, networks, &[]).await?;
+        Ok(id)
+    }
+
+    /// Indexes, stores and plugs in a new container; undoes all of it if a part fails.
+    async fn admit(
+        &self,
+        record: ContainerRecord,
+        networks: crate::networks::ContainerNetworks,
+        created_volumes: &[String],
+    ) -> ServiceResult<()> {
+        let id = record.id.clone();
         let container = Container::new(record.clone());
         // Reserve the name first so a conflict costs little; undo it if anything later fails.
         if let Err(e) = self.containers.insert(container.clone()) {
-            self.remove_volumes(&created_volumes).await;
+            self.remove_volumes(created_volumes).await;
             return Err(e);
         }
         if let Err(e) = self.materialise(&record).await {
             self.containers.remove(&id);
-            self.remove_volumes(&created_volumes).await;
+            self.remove_volumes(created_volumes).await;
             return Err(e);
         }
         if let Err(e) = self.save_container_networks(&id, networks).await {
@@ -116,7 +169,7 @@ impl Daemon {
             return Err(e);
         }
         self.container_event(&container, "create", HashMap::new());
-        Ok((id, Vec::new()))
+        Ok(())
     }
 
     /// Creates the writable layer, the container directory and the persisted record.
@@ -124,14 +177,20 @@ impl Daemon {
         let store = self.store.clone();
         let dir = self.container_dir(&record.id);
         let id = record.id.clone();
-        let image_id = berth_store::digest::Digest::parse(&record.image_id)?;
+        let image_id = match record.build_layers {
+            Some(_) => None,
+            None => Some(berth_store::digest::Digest::parse(&record.image_id)?),
+        };
+        let build_layers = record.build_layers.clone();
         let bytes =
             serde_json::to_vec(record).map_err(|e| ServiceError::internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || -> ServiceResult<()> {
             std::fs::create_dir_all(&dir)?;
-            let prepared = store
-                .prepare_container(&id, &image_id)
-                .and_then(|_| store.put_record(RECORD_KIND, &id, &bytes));
+            let prepared = match (&image_id, &build_layers) {
+                (Some(image), _) => store.prepare_container(&id, image),
+                (None, layers) => store.prepare_container_on(&id, layers.as_deref().unwrap_or(&[])),
+            }
+            .and_then(|_| store.put_record(RECORD_KIND, &id, &bytes));
             if let Err(e) = prepared {
                 let _ = store.remove_container(&id);
                 let _ = std::fs::remove_dir_all(&dir);

@@ -64,6 +64,10 @@ pub struct ContainerRecord {
     /// Binds, volumes and tmpfs mounts, resolved at create.
     #[serde(default)]
     pub mounts: Vec<crate::volumes::MountPoint>,
+    /// For the container of a build step: the layer chain its writable layer sits on (it
+    /// has no image of its own; `image_id` names the stage's base image, or is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_layers: Option<Vec<berth_store::LayerInfo>>,
 }
 
 /// What waiters observe: a counter of exits, the last exit code, and removal.

@@ -25,9 +25,17 @@ impl Daemon {
             };
             crate::volumes::adopt_legacy_binds(&mut record);
             let status = record.state.status;
+            let leftover_build_step = record.build_layers.is_some();
             let container = Container::new(record);
             if let Err(e) = self.containers.insert(container.clone()) {
                 tracing::error!(container = %id, "duplicate container name on recovery: {e}");
+                continue;
+            }
+            if leftover_build_step {
+                // Its build died with the previous daemon: nothing will ever commit it.
+                if let Err(e) = self.remove_container(&id, true, false).await {
+                    tracing::warn!(container = %id, "removing a dead build's step failed: {e}");
+                }
                 continue;
             }
             match status {

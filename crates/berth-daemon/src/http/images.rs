@@ -108,7 +108,7 @@ async fn create(
 
 /// Runs a registry operation, streaming its progress messages and ending with an
 /// `errorDetail` message if it fails once streaming started.
-fn progress_stream<F, Fut>(run: F) -> Response
+pub(super) fn progress_stream<F, Fut>(run: F) -> Response
 where
     F: FnOnce(crate::registry::ProgressSink) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = crate::error::ServiceResult<()>> + Send + 'static,
@@ -130,7 +130,7 @@ where
             let message = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.message),
-                Err(e) => Some(format!("pull task failed: {e}")),
+                Err(e) => Some(format!("task failed: {e}")),
             };
             if let Some(m) = message {
                 let _ = error_sink.send(JsonMessage::error(m));

@@ -2,6 +2,7 @@
 //! headers every reply carries. Handlers parse wire values, call one service method, and
 //! turn its result into a response; no engine logic lives here.
 
+mod build;
 mod containers;
 mod exec;
 mod images;
@@ -76,7 +77,7 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .merge(exec::routes())
         .merge(networks::routes())
         .merge(volumes::routes())
-        .route("/build", post(not_implemented))
+        .merge(build::routes())
         .route("/session", post(not_implemented))
         .route("/grpc", post(not_implemented))
         .fallback(page_not_found)

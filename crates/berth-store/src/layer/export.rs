@@ -18,12 +18,18 @@ const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
 /// Writes the overlay upper directory `upper` as a layer tar: whiteout devices become
 /// `.wh.<name>` files and opaque directories get a `.wh..wh..opq` entry.
 pub fn diff_tar(upper: &Path, writer: impl Write) -> Result<()> {
-    write_tree(upper, writer, true)
+    write_tree(upper, writer, true, None)
+}
+
+/// Like [`diff_tar`], but no entry's mtime is later than `epoch` (`SOURCE_DATE_EPOCH`), so
+/// the same changes give the same tar, byte for byte, whenever they were made.
+pub fn diff_tar_clamped(upper: &Path, writer: impl Write, epoch: u64) -> Result<()> {
+    write_tree(upper, writer, true, Some(epoch))
 }
 
 /// Writes every file under `dir` (a mounted root filesystem) as a tar.
 pub fn tar_dir(dir: &Path, writer: impl Write) -> Result<()> {
-    write_tree(dir, writer, false)
+    write_tree(dir, writer, false, None)
 }
 
 fn werr(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -34,15 +40,23 @@ struct TreeWriter<W: Write> {
     builder: tar::Builder<W>,
     root: PathBuf,
     convert_whiteouts: bool,
+    /// The latest mtime an entry may carry.
+    mtime_clamp: Option<u64>,
     /// (dev, inode) → archive path of the first occurrence, to emit hard links.
     inodes: HashMap<(u64, u64), PathBuf>,
 }
 
-fn write_tree(root: &Path, writer: impl Write, convert_whiteouts: bool) -> Result<()> {
+fn write_tree(
+    root: &Path,
+    writer: impl Write,
+    convert_whiteouts: bool,
+    mtime_clamp: Option<u64>,
+) -> Result<()> {
     let mut tw = TreeWriter {
         builder: tar::Builder::new(writer),
         root: root.to_path_buf(),
         convert_whiteouts,
+        mtime_clamp,
         inodes: HashMap::new(),
     };
     tw.walk(Path::new(""))?;
@@ -90,19 +104,20 @@ impl<W: Write> TreeWriter<W> {
         Ok(())
     }
 
-    fn base_header(meta: &fs::Metadata, kind: EntryType) -> Header {
+    fn base_header(&self, meta: &fs::Metadata, kind: EntryType) -> Header {
         let mut h = Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(meta.mode() & 0o7777);
         h.set_uid(meta.uid().into());
         h.set_gid(meta.gid().into());
-        h.set_mtime(meta.mtime().max(0) as u64);
+        let mtime = meta.mtime().max(0) as u64;
+        h.set_mtime(self.mtime_clamp.map_or(mtime, |clamp| mtime.min(clamp)));
         h.set_size(0);
         h
     }
 
     fn append_empty(&mut self, rel: &Path, meta: &fs::Metadata) -> Result<()> {
-        let mut h = Self::base_header(meta, EntryType::Regular);
+        let mut h = self.base_header(meta, EntryType::Regular);
         h.set_mode(0o644);
         self.builder
             .append_data(&mut h, rel, io::empty())
@@ -138,7 +153,7 @@ impl<W: Write> TreeWriter<W> {
         if !ft.is_dir() && meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.inodes.get(&key).cloned() {
-                let mut h = Self::base_header(meta, EntryType::Link);
+                let mut h = self.base_header(meta, EntryType::Link);
                 return self
                     .builder
                     .append_link(&mut h, rel, &first)
@@ -148,20 +163,20 @@ impl<W: Write> TreeWriter<W> {
         }
         self.append_xattrs(full)?;
         if ft.is_dir() {
-            let mut h = Self::base_header(meta, EntryType::Directory);
+            let mut h = self.base_header(meta, EntryType::Directory);
             self.builder
                 .append_data(&mut h, rel, io::empty())
                 .map_err(werr(rel))
         } else if ft.is_symlink() {
             let target =
                 fs::read_link(full).map_err(|e| StoreError::io("read symlink", full, e))?;
-            let mut h = Self::base_header(meta, EntryType::Symlink);
+            let mut h = self.base_header(meta, EntryType::Symlink);
             self.builder
                 .append_link(&mut h, rel, &target)
                 .map_err(werr(rel))
         } else if ft.is_file() {
             let file = File::open(full).map_err(|e| StoreError::io("open", full, e))?;
-            let mut h = Self::base_header(meta, EntryType::Regular);
+            let mut h = self.base_header(meta, EntryType::Regular);
             h.set_size(meta.len());
             // Guard against the file changing size while it is archived.
             self.builder
@@ -175,7 +190,7 @@ impl<W: Write> TreeWriter<W> {
             } else {
                 EntryType::Fifo
             };
-            let mut h = Self::base_header(meta, kind);
+            let mut h = self.base_header(meta, kind);
             let rdev = meta.rdev();
             let major = nix::sys::stat::major(rdev) as u32;
             let minor = nix::sys::stat::minor(rdev) as u32;

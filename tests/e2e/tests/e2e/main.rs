@@ -2,6 +2,7 @@
 //! it the way users do, with Docker's behaviour as the reference.
 
 mod bad_input;
+mod build;
 mod cli_containers;
 mod cli_images;
 mod cli_run;

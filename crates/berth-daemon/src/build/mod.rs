@@ -1,0 +1,358 @@
+//! The build service (`POST /build`, `POST /build/prune`): a context tar and a Dockerfile in,
+//! an image out. Parsing, planning, cache keys and the walk over the stages are the build
+//! library's; [`backend`] gives it the store and the container service.
+//!
+//! Output is docker's classic builder stream (`Step 2/5 : RUN ...`, the steps' own output,
+//! `Successfully built <id>`, an `aux` message with the image ID), which the docker CLI,
+//! docker-py and compose read.
+
+mod backend;
+mod cache;
+mod image_config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use berth_api::progress::JsonMessage;
+use berth_build::context::{ContextIndex, IgnoreMatcher};
+use berth_build::exec::{ExecOptions, Executor, Progress, StepStatus};
+use berth_build::instructions::parse_dockerfile;
+use berth_build::plan::{BuildOptions, Platform, plan};
+use tokio::sync::mpsc;
+
+use backend::DaemonBackend;
+pub use cache::PruneOptions;
+
+use crate::daemon::Daemon;
+use crate::error::{ServiceError, ServiceResult};
+use crate::registry::ProgressSink;
+
+/// What a client asks of one build (the query of `POST /build`).
+#[derive(Debug, Default)]
+pub struct BuildRequest {
+    /// Path of the Dockerfile in the context (`Dockerfile` when empty).
+    pub dockerfile: String,
+    /// Names to tag the result with.
+    pub tags: Vec<String>,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--pull`.
+    pub pull: bool,
+    /// `--label`s added to the image.
+    pub labels: BTreeMap<String, String>,
+    /// `--network` of RUN steps.
+    pub network_mode: Option<String>,
+    /// `--platform`.
+    pub platform: Option<String>,
+    /// `-q`: only the image ID and errors.
+    pub quiet: bool,
+    /// `--secret` contents by id.
+    pub secrets: HashMap<String, Vec<u8>>,
+}
+
+/// A build's scratch directory under the data root, removed when the build ends.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), "cannot remove build directory: {e}");
+        }
+    }
+}
+
+impl Daemon {
+    /// Builds an image from `context` (a tar, possibly compressed; `None` for a Dockerfile
+    /// given alone is not possible over this API, so it is always a tar); streams docker's
+    /// classic build output to `sink` and returns the image ID.
+    pub async fn build_image(
+        &self,
+        req: BuildRequest,
+        context: Box<dyn Read + Send>,
+        sink: ProgressSink,
+    ) -> ServiceResult<String> {
+        let work = WorkDir(
+            self.config
+                .data_root
+                .join("build")
+                .join("tmp")
+                .join(&crate::containers::random_id()[..16]),
+        );
+        let context_dir = work.0.join("context");
+        let dockerfile_name = if req.dockerfile.is_empty() {
+            "Dockerfile".to_string()
+        } else {
+            req.dockerfile.clone()
+        };
+        let dir = context_dir.clone();
+        let name = dockerfile_name.clone();
+        let (dockerfile, index) = tokio::task::spawn_blocking(move || {
+            extract_context(context, &dir)?;
+            read_context(&dir, &name)
+        })
+        .await??;
+
+        let target_platform = match req.platform.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => Platform::parse(p).map_err(ServiceError::invalid)?,
+            None => Platform::host(),
+        };
+        let parsed = parse_dockerfile(&dockerfile)
+            .map_err(|e| ServiceError::invalid(format!("{dockerfile_name}: {e}")))?;
+        let epoch = req
+            .build_args
+            .get("SOURCE_DATE_EPOCH")
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ServiceError::invalid(format!(
+                        "SOURCE_DATE_EPOCH must be a number of seconds: {v}"
+                    ))
+                })
+            })
+            .transpose()?;
+        let options = BuildOptions {
+            build_args: req.build_args.clone(),
+            target: req.target.clone().filter(|t| !t.is_empty()),
+            build_platform: Platform::host(),
+            target_platform: target_platform.clone(),
+        };
+        let plan = Arc::new(
+            plan(&parsed, &options)
+                .map_err(|e| ServiceError::invalid(format!("{dockerfile_name}: {e}")))?,
+        );
+        check_context_sources(&plan, &index)?;
+        let total_steps: usize = plan
+            .order
+            .iter()
+            .map(|&i| 1 + plan.stages[i].stage.instructions.len())
+            .sum();
+
+        // A quiet build drops everything but errors and the result.
+        let output = if req.quiet {
+            mpsc::unbounded_channel().0
+        } else {
+            sink.clone()
+        };
+        for arg in &plan.unused_build_args {
+            say(
+                &output,
+                format!("[Warning] One or more build-args [{arg}] were not consumed\n"),
+            );
+        }
+        let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let display = Arc::new(StepDisplay {
+            output: output.clone(),
+            progress: Mutex::new(progress_rx),
+            step: AtomicUsize::new(0),
+            total: total_steps,
+        });
+        let backend = Arc::new(DaemonBackend {
+            daemon: self.handle(),
+            display: display.clone(),
+            lease: self.store.lease(),
+            work_dir: work.0.clone(),
+            context_dir: Some(context_dir),
+            epoch,
+            pull: req.pull,
+            network: match req.network_mode.as_deref() {
+                None | Some("") | Some("default") => "bridge".to_string(),
+                Some(mode) => mode.to_string(),
+            },
+            secrets: req.secrets,
+            cache_hits: Mutex::new(Vec::new()),
+            counter: AtomicU64::new(0),
+        });
+        let executor = Executor::new(
+            backend.clone(),
+            Some(Arc::new(index)),
+            ExecOptions {
+                no_cache: req.no_cache,
+                progress: Some(progress_tx),
+            },
+        );
+        let built = executor.build(plan).await;
+        display.flush();
+        let built = built.map_err(|e| ServiceError::invalid(e.to_string()))?;
+
+        let mut config = built.target.config;
+        config.labels.extend(req.labels);
+        let created = match epoch {
+            Some(e) => chrono::DateTime::from_timestamp(e as i64, 0)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            None => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        };
+        let layers = built.target.rootfs.layers.to_vec();
+        let blob = image_config::to_json(&image_config::BuiltImage {
+            config: &config,
+            history: &built.target.history,
+            layers: &layers,
+            platform: &target_platform,
+            created,
+        });
+        let bytes = serde_json::to_vec(&blob).map_err(|e| ServiceError::internal(e.to_string()))?;
+        let store = self.store.clone();
+        let hits =
+            std::mem::take(&mut *backend.cache_hits.lock().unwrap_or_else(|p| p.into_inner()));
+        let image = tokio::task::spawn_blocking(move || {
+            let image = store.create_image_from_layers(bytes, layers)?;
+            store.touch_build_cache(&hits)?;
+            Ok::<_, ServiceError>(image)
+        })
+        .await??;
+        drop(backend);
+        let id = image.id.to_string();
+        let _ = sink.send(JsonMessage {
+            aux: Some(serde_json::json!({ "ID": id })),
+            ..Default::default()
+        });
+        if req.quiet {
+            // What the docker CLI prints for `build -q`.
+            say(&sink, format!("{id}\n"));
+        }
+        say(
+            &output,
+            format!("Successfully built {}\n", image.id.short()),
+        );
+        for tag in &req.tags {
+            self.tag_image(&id, tag, "").await?;
+            let name = berth_store::Reference::parse(tag)?.with_default_tag();
+            say(
+                &output,
+                format!("Successfully tagged {}\n", name.familiar_string()),
+            );
+        }
+        drop(work);
+        Ok(id)
+    }
+}
+
+fn say(sink: &ProgressSink, text: String) {
+    let _ = sink.send(JsonMessage {
+        stream: Some(text),
+        ..Default::default()
+    });
+}
+
+/// The classic builder's output: the executor's progress drawn as `Step i/n : ...` lines,
+/// in order with what the steps print. The executor reports a step before the backend runs
+/// it, so flushing its pending reports before each line of step output keeps the order.
+pub(crate) struct StepDisplay {
+    output: ProgressSink,
+    progress: Mutex<mpsc::UnboundedReceiver<Progress>>,
+    step: AtomicUsize,
+    total: usize,
+}
+
+impl StepDisplay {
+    /// Draws the progress reports received so far.
+    pub(crate) fn flush(&self) {
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(event) = progress.try_recv() {
+            match event.status {
+                StepStatus::Started => {
+                    let step = self.step.fetch_add(1, Ordering::Relaxed) + 1;
+                    say(
+                        &self.output,
+                        format!("Step {step}/{} : {}\n", self.total, event.step),
+                    );
+                }
+                StepStatus::Cached => say(&self.output, " ---> Using cache\n".to_string()),
+                StepStatus::Done { .. } => {}
+            }
+        }
+    }
+
+    /// Writes a line of step output, after the reports before it.
+    pub(crate) fn say(&self, text: String) {
+        self.flush();
+        say(&self.output, text);
+    }
+
+    /// Where messages of other kinds (pull progress) go, once reports are flushed.
+    pub(crate) fn sink(&self) -> ProgressSink {
+        self.flush();
+        self.output.clone()
+    }
+}
+
+/// Fails before anything runs when a COPY or ADD names context files that are not there
+/// (sources with variables are checked when their step expands them).
+fn check_context_sources(
+    plan: &berth_build::plan::Plan,
+    index: &ContextIndex,
+) -> ServiceResult<()> {
+    use berth_build::instructions::{CopySource, InstructionKind};
+    for &stage in &plan.order {
+        for instruction in &plan.stages[stage].stage.instructions {
+            let files = match &instruction.kind {
+                InstructionKind::Copy(copy) if copy.from.is_none() => &copy.files,
+                InstructionKind::Add(add) => &add.files,
+                _ => continue,
+            };
+            let paths: Vec<String> = files
+                .sources
+                .iter()
+                .filter_map(|s| match s {
+                    CopySource::Path { path, .. } => Some(path.clone()),
+                    _ => None,
+                })
+                .filter(|p| !p.contains('$') && !p.contains("://") && !p.starts_with("git@"))
+                .collect();
+            if let Err(e) = index.select(&paths, &[]) {
+                return Err(ServiceError::invalid(format!(
+                    "dockerfile line {}: {}: {e}",
+                    instruction.line,
+                    instruction.keyword()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks the context tar (plain or compressed) into `dir`. Entries cannot land outside
+/// `dir`; ownership is not kept (COPY gives files to root unless told otherwise).
+fn extract_context(context: Box<dyn Read + Send>, dir: &Path) -> ServiceResult<()> {
+    std::fs::create_dir_all(dir)?;
+    let (_, reader) = berth_store::layer::decompress(context)?;
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    archive
+        .unpack(dir)
+        .map_err(|e| ServiceError::invalid(format!("cannot read the build context: {e}")))
+}
+
+/// The Dockerfile's text and the context's file index (honouring `.dockerignore`).
+fn read_context(dir: &Path, dockerfile: &str) -> ServiceResult<(String, ContextIndex)> {
+    let cleaned = berth_build::context::clean_path(dockerfile.trim_start_matches('/'));
+    let missing =
+        || ServiceError::invalid(format!("Cannot locate specified Dockerfile: {dockerfile}"));
+    if cleaned == ".." || cleaned.starts_with("../") {
+        return Err(missing());
+    }
+    let path = dir.join(&cleaned);
+    // The Dockerfile must be a file of the context, not a link out of it.
+    let meta = std::fs::symlink_metadata(&path).map_err(|_| missing())?;
+    if !meta.is_file() {
+        return Err(missing());
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ServiceError::invalid(format!("cannot read {dockerfile}: {e}")))?;
+    let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
+        Ok(text) => IgnoreMatcher::from_dockerignore(&text)
+            .map_err(|e| ServiceError::invalid(format!(".dockerignore: {e}")))?,
+        Err(_) => IgnoreMatcher::default(),
+    };
+    let index = ContextIndex::scan(dir, &ignore)
+        .map_err(|e| ServiceError::invalid(format!("cannot read the build context: {e}")))?;
+    Ok((text, index))
+}

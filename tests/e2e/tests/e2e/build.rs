@@ -1,0 +1,339 @@
+//! Builds through `POST /build` (the classic builder protocol the docker CLI, docker-py and
+//! compose speak) and the real docker CLI: steps, the layer cache, multi-stage, failures.
+
+use std::time::Duration;
+
+use berth_e2e::fixtures::RawTar;
+use berth_e2e::{OutputExt, TestDaemon};
+
+use crate::util::{daemon_or_skip, daemon_with_busybox, lines};
+
+/// What a build answered: the stream text, the image ID from `aux`, the error if any.
+struct Built {
+    text: String,
+    id: Option<String>,
+    error: Option<String>,
+}
+
+fn build(d: &TestDaemon, query: &str, context: &[u8]) -> Built {
+    let res = d.api(
+        "POST",
+        &format!("/v1.41/build?version=1&{query}"),
+        Some(("application/x-tar", context)),
+    );
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    let mut built = Built {
+        text: String::new(),
+        id: None,
+        error: None,
+    };
+    for line in res.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let m: serde_json::Value = serde_json::from_slice(line)
+            .unwrap_or_else(|e| panic!("bad message {}: {e}", String::from_utf8_lossy(line)));
+        if let Some(s) = m["stream"].as_str() {
+            built.text.push_str(s);
+        }
+        if let Some(id) = m["aux"]["ID"].as_str() {
+            built.id = Some(id.to_string());
+        }
+        if let Some(e) = m["errorDetail"]["message"].as_str() {
+            built.error = Some(e.to_string());
+        }
+    }
+    built
+}
+
+fn context(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = RawTar::new();
+    for (path, content) in files {
+        tar.file(path, 0o644, content.as_bytes());
+    }
+    tar.finish()
+}
+
+fn ok(built: Built) -> (String, String) {
+    assert!(
+        built.error.is_none(),
+        "build failed: {:?}\n{}",
+        built.error,
+        built.text
+    );
+    let id = built
+        .id
+        .unwrap_or_else(|| panic!("no aux ID:\n{}", built.text));
+    (id, built.text)
+}
+
+/// `ps -a` rows: build step containers must not outlive their step.
+fn containers(d: &TestDaemon) -> Vec<String> {
+    lines(&d.berth(&["ps", "-aq"]).ok("ps -aq"))
+}
+
+const APP: &str = "FROM busybox
+WORKDIR /app
+COPY hello.txt ./
+RUN echo built > /app/built.txt && cat /app/hello.txt
+ENV GREETING=hi
+LABEL purpose=test
+EXPOSE 8080
+USER 1000:1000
+HEALTHCHECK --interval=5s CMD true
+CMD [\"cat\", \"/app/built.txt\"]
+";
+
+#[test]
+fn build_runs_steps_then_answers_from_the_cache() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let files = [
+        ("Dockerfile", APP),
+        ("hello.txt", "hello from the context\n"),
+    ];
+    let (id, text) = ok(build(&d, "t=app:1", &context(&files)));
+    assert!(text.contains("Step 1/10 : FROM busybox"), "{text}");
+    assert!(text.contains("Step 4/10 : RUN echo built"), "{text}");
+    assert!(text.contains(" ---> Running in "), "{text}");
+    assert!(
+        text.contains("hello from the context"),
+        "the step's output is streamed:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("Successfully built {}", &id[7..19])),
+        "{text}"
+    );
+    assert!(text.contains("Successfully tagged app:1"), "{text}");
+    assert!(
+        containers(&d).is_empty(),
+        "step containers were left behind"
+    );
+
+    let out = d.berth(&["run", "--rm", "app:1"]).ok("run app:1");
+    assert_eq!(out, "built");
+    let image = d.inspect_image("app:1").expect("app:1 exists");
+    let config = &image["Config"];
+    assert!(
+        config["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&"GREETING=hi".into()),
+        "{config}"
+    );
+    assert_eq!(config["Labels"]["purpose"], "test");
+    assert_eq!(config["WorkingDir"], "/app");
+    assert_eq!(config["User"], "1000:1000");
+    assert!(config["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
+    assert_eq!(
+        config["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "true"])
+    );
+    assert_eq!(config["Healthcheck"]["Interval"], 5_000_000_000u64);
+    let history = d.berth(&["history", "--no-trunc", "app:1"]).ok("history");
+    assert!(history.contains("COPY hello.txt ./"), "{history}");
+    assert!(history.contains("RUN /bin/sh -c echo built"), "{history}");
+
+    // Same inputs: every step is cached, nothing runs.
+    let (_, text) = ok(build(&d, "t=app:2", &context(&files)));
+    assert_eq!(text.matches(" ---> Using cache").count(), 2, "{text}");
+    assert!(!text.contains("Running in"), "{text}");
+
+    // A changed file invalidates its COPY and everything after it.
+    let changed = [("Dockerfile", APP), ("hello.txt", "changed\n")];
+    let (_, text) = ok(build(&d, "t=app:3", &context(&changed)));
+    assert!(!text.contains("Using cache"), "{text}");
+    assert!(text.contains("changed"), "{text}");
+
+    // --no-cache runs again; the cache shows in system df and prune empties it.
+    let (_, text) = ok(build(&d, "nocache=1", &context(&files)));
+    assert!(!text.contains("Using cache"), "{text}");
+    let df = d.api_get("/system/df").1;
+    let df: serde_json::Value = serde_json::from_str(&df).unwrap();
+    assert!(
+        df["BuildCache"].as_array().is_some_and(|c| !c.is_empty()),
+        "{df}"
+    );
+    let res = d.api("POST", "/build/prune?all=1", None);
+    assert_eq!(res.status, 200);
+    let pruned: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    assert!(
+        !pruned["CachesDeleted"].as_array().unwrap().is_empty(),
+        "{pruned}"
+    );
+    let (_, text) = ok(build(&d, "", &context(&files)));
+    assert!(
+        !text.contains("Using cache"),
+        "pruned cache still answered:\n{text}"
+    );
+    // The images built before the prune still run.
+    assert_eq!(d.berth(&["run", "--rm", "app:1"]).ok("run app:1"), "built");
+}
+
+#[test]
+fn multi_stage_from_scratch_with_target_and_dockerignore() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let dockerfile = "FROM busybox AS builder
+RUN mkdir -p /out && echo compiled > /out/app && echo skipped > /out/other
+FROM busybox AS unused
+RUN exit 1
+FROM scratch AS final
+COPY --from=builder /out/app /app
+COPY . /ctx/
+FROM busybox AS test
+COPY --from=final / /final/
+RUN test \"$(cat /final/app)\" = compiled && ls -R /final/ctx
+";
+    let files = [
+        ("Dockerfile", dockerfile),
+        (".dockerignore", "secret.txt\n*.log\n!keep.log\n"),
+        ("secret.txt", "do not copy"),
+        ("a.log", "ignored"),
+        ("keep.log", "kept"),
+        ("main.go", "package main"),
+    ];
+    let built = build(&d, "t=multi:test&target=test", &context(&files));
+    let (_, text) = ok(built);
+    assert!(
+        !text.contains("exit 1"),
+        "the unused stage was built:\n{text}"
+    );
+    assert!(
+        text.contains("keep.log") && text.contains("main.go"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secret.txt") && !text.contains("a.log"),
+        "{text}"
+    );
+
+    // The scratch stage alone is an image with only what was copied.
+    let (id, _) = ok(build(&d, "t=multi:final&target=final", &context(&files)));
+    let image = d.inspect_image(&id).unwrap();
+    assert_eq!(image["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_failing_step_reports_its_code_and_tags_nothing() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let dockerfile = "FROM busybox\nRUN echo before-failing\nRUN echo about to fail && exit 3\n";
+    let built = build(&d, "t=broken:1", &context(&[("Dockerfile", dockerfile)]));
+    let error = built.error.expect("the build fails");
+    assert!(
+        error.contains("returned a non-zero code: 3") && error.contains("line 3"),
+        "{error}"
+    );
+    assert!(built.text.contains("about to fail"), "{}", built.text);
+    assert!(built.id.is_none());
+    assert!(d.inspect_image("broken:1").is_none());
+    assert!(
+        containers(&d).is_empty(),
+        "the failed step's container was left behind"
+    );
+    // The step that succeeded is cached.
+    let built = build(&d, "t=broken:1", &context(&[("Dockerfile", dockerfile)]));
+    assert!(built.text.contains("Using cache"), "{}", built.text);
+}
+
+#[test]
+fn bad_dockerfiles_stop_before_running_anything() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let cases = [
+        ("FROM busybox\nRUN echo hi\nFROBNICATE x\n", "line 3"),
+        (
+            "FROM busybox\nRUN echo started\nCOPY missing.txt /\n",
+            "missing.txt",
+        ),
+        ("FROM busybox\nCOPY ../outside /\n", "outside"),
+    ];
+    for (dockerfile, expected) in cases {
+        let built = build(&d, "", &context(&[("Dockerfile", dockerfile)]));
+        let error = built.error.unwrap_or_else(|| panic!("{dockerfile} built"));
+        assert!(error.contains(expected), "{dockerfile}: {error}");
+        assert!(
+            !built.text.contains("Running in"),
+            "{dockerfile}: a step ran:\n{}",
+            built.text
+        );
+    }
+    let built = build(
+        &d,
+        "dockerfile=Nope",
+        &context(&[("Dockerfile", "FROM busybox\n")]),
+    );
+    assert!(
+        built
+            .error
+            .unwrap()
+            .contains("Cannot locate specified Dockerfile: Nope")
+    );
+    assert!(containers(&d).is_empty());
+}
+
+#[test]
+fn reproducible_builds_give_the_same_image_id() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let dockerfile = "FROM busybox\nCOPY a.txt /a.txt\nRUN date > /stamp && echo x > /x\n";
+    let files = [("Dockerfile", dockerfile), ("a.txt", "same")];
+    let query = "nocache=1&buildargs=%7B%22SOURCE_DATE_EPOCH%22%3A%221700000000%22%7D";
+    let (first, _) = ok(build(&d, query, &context(&files)));
+    std::thread::sleep(Duration::from_millis(1100));
+    let (second, _) = ok(build(&d, query, &context(&files)));
+    // `date` differs between the runs, so the files differ: only COPY layers match.
+    let a = d.inspect_image(&first).unwrap();
+    let b = d.inspect_image(&second).unwrap();
+    assert_eq!(
+        a["RootFS"]["Layers"][1], b["RootFS"]["Layers"][1],
+        "COPY layers differ"
+    );
+    assert_eq!(a["Created"], b["Created"]);
+
+    let stable = "FROM busybox\nCOPY a.txt /a.txt\nRUN echo x > /x\n";
+    let files = [("Dockerfile", stable), ("a.txt", "same")];
+    let (first, _) = ok(build(&d, query, &context(&files)));
+    std::thread::sleep(Duration::from_millis(1100));
+    let (second, _) = ok(build(&d, query, &context(&files)));
+    assert_eq!(first, second, "same inputs and epoch, different image ids");
+}
+
+#[test]
+fn docker_cli_builds_through_berthd() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let dir = d.scratch().join("docker-ctx");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox\nARG WHO=nobody\nRUN echo \"hello $WHO\" > /greeting\nCMD [\"cat\", \"/greeting\"]\n",
+    )
+    .unwrap();
+    let iid = d.scratch().join("iid");
+    let dir_arg = dir.display().to_string();
+    let iid_arg = iid.display().to_string();
+    let args = [
+        "build",
+        "-t",
+        "viadocker:1",
+        "--build-arg",
+        "WHO=docker",
+        "--iidfile",
+        &iid_arg,
+        &dir_arg,
+    ];
+    let Some(out) = d.docker_with(&args, None, Duration::from_secs(120)) else {
+        return;
+    };
+    let stdout = out.ok("docker build");
+    assert!(
+        stdout.contains("Successfully tagged viadocker:1"),
+        "{stdout}"
+    );
+    let id = std::fs::read_to_string(&iid).expect("docker wrote the iidfile");
+    assert!(id.starts_with("sha256:"), "{id}");
+    let run = d
+        .docker(&["run", "--rm", "viadocker:1"])
+        .unwrap()
+        .ok("docker run");
+    assert_eq!(run, "hello docker");
+    let quiet = d
+        .docker_with(&["build", "-q", &dir_arg], None, Duration::from_secs(120))
+        .unwrap()
+        .ok("docker build -q");
+    assert!(quiet.starts_with("sha256:"), "{quiet}");
+}
