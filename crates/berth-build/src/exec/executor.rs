@@ -8,7 +8,9 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
-use super::config::{CommandState, HistoryEntry, ImageConfig, apply_metadata, resolve_dest};
+use super::config::{
+    CommandState, DEFAULT_PATH, HistoryEntry, ImageConfig, apply_metadata, resolve_dest,
+};
 use super::{
     BuildBackend, BuildError, CopyInput, CopySpec, FileSource, InlineFile, MountSpec,
     ResolvedImage, RunSpec,
@@ -263,6 +265,10 @@ async fn run_stage<B: BuildBackend>(
             elapsed_ms: started.elapsed().as_millis() as u64,
         },
     );
+    // As BuildKit does: every stage has a PATH, so `$PATH` expands and RUN finds its shell.
+    if config.env_value("PATH").is_none() {
+        config.set_env("PATH", DEFAULT_PATH);
+    }
     let triggers = if inherit_triggers {
         std::mem::take(&mut config.on_build)
     } else {

@@ -337,3 +337,92 @@ fn docker_cli_builds_through_berthd() {
         .ok("docker build -q");
     assert!(quiet.starts_with("sha256:"), "{quiet}");
 }
+
+/// The shapes of Dockerfile users write every day, on the local busybox image.
+#[test]
+fn typical_dockerfiles_build_and_run() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+
+    // Node style: the dependency layer stays cached while the sources change.
+    let node = "FROM busybox
+WORKDIR /usr/src/app
+COPY package.json ./
+RUN echo \"installing $(cat package.json)\" && mkdir node_modules && cp package.json node_modules/.installed
+COPY . .
+CMD [\"sh\", \"-c\", \"cat node_modules/.installed index.js\"]
+";
+    let with_source = |source: &str| {
+        context(&[
+            ("Dockerfile", node),
+            ("package.json", "{\"deps\":1}\n"),
+            ("index.js", source),
+        ])
+    };
+    ok(build(&d, "t=node:1", &with_source("console.log(1)\n")));
+    let (_, text) = ok(build(&d, "t=node:2", &with_source("console.log(2)\n")));
+    assert!(
+        text.contains("Step 4/6 : RUN echo \"installing") && !text.contains("installing {"),
+        "the install step ran again:\n{text}"
+    );
+    assert_eq!(
+        d.berth(&["run", "--rm", "node:2"]).ok("run node:2"),
+        "{\"deps\":1}\nconsole.log(2)"
+    );
+
+    // Go style: a static binary copied from a builder stage onto scratch.
+    let go = "FROM busybox AS build
+WORKDIR /src
+RUN cp /bin/busybox /src/busybox
+FROM scratch
+COPY --from=build /src/busybox /busybox
+ENTRYPOINT [\"/busybox\"]
+CMD [\"echo\", \"static binary on scratch\"]
+";
+    ok(build(&d, "t=go:1", &context(&[("Dockerfile", go)])));
+    assert_eq!(
+        d.berth(&["run", "--rm", "go:1"]).ok("run go:1"),
+        "static binary on scratch"
+    );
+
+    // Python style: a tree with symlinks built in one stage, copied whole into another.
+    let python = "FROM busybox AS venv
+RUN mkdir -p /opt/venv/bin /opt/venv/lib && echo 'print' > /opt/venv/lib/mod.py \\
+ && ln -s /bin/sh /opt/venv/bin/python && ln -s ../lib/mod.py /opt/venv/bin/mod
+FROM busybox
+COPY --from=venv /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+CMD [\"sh\", \"-c\", \"readlink /opt/venv/bin/python; cat /opt/venv/bin/mod; echo $PATH\"]
+";
+    ok(build(&d, "t=py:1", &context(&[("Dockerfile", python)])));
+    assert_eq!(
+        d.berth(&["run", "--rm", "py:1"]).ok("run py:1"),
+        "/bin/sh\nprint\n/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+
+    // Non-root USER with files chowned to it, and a HEALTHCHECK.
+    let user = "FROM busybox
+RUN echo 'app:x:1234:1234::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1234:' >> /etc/group \\
+ && mkdir -p /home/app && chown app:app /home/app
+COPY --chown=app:app data.txt /home/app/
+USER app
+WORKDIR /home/app
+HEALTHCHECK --interval=30s --timeout=3s --retries=2 CMD [\"test\", \"-f\", \"/home/app/data.txt\"]
+CMD [\"sh\", \"-c\", \"id -u; stat -c %u:%g data.txt; touch mine && echo wrote\"]
+";
+    let (id, _) = ok(build(
+        &d,
+        "t=user:1",
+        &context(&[("Dockerfile", user), ("data.txt", "x")]),
+    ));
+    assert_eq!(
+        d.berth(&["run", "--rm", "user:1"]).ok("run user:1"),
+        "1234\n1234:1234\nwrote"
+    );
+    let image = d.inspect_image(&id).unwrap();
+    assert_eq!(image["Config"]["User"], "app");
+    assert_eq!(
+        image["Config"]["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "test", "-f", "/home/app/data.txt"])
+    );
+    assert_eq!(image["Config"]["Healthcheck"]["Retries"], 2);
+}
