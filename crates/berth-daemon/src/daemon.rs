@@ -29,6 +29,8 @@ pub struct Daemon {
     pub networks: crate::networks::Networks,
     /// Serialises volume creation, removal and mounting against each other.
     pub(crate) volume_lock: std::sync::Mutex<()>,
+    /// Digests of build context files, so unchanged contexts are not read again.
+    pub(crate) context_digests: Arc<crate::build::ContextDigests>,
     me: Weak<Daemon>,
 }
 
@@ -59,6 +61,7 @@ impl Daemon {
             init_binary,
             networks,
             volume_lock: Default::default(),
+            context_digests: Default::default(),
             me: me.clone(),
         });
         daemon.recover_containers().await?;

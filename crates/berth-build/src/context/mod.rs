@@ -87,14 +87,47 @@ pub struct ContextEntry {
     pub size: u64,
     /// Device number for device nodes.
     pub rdev: u64,
+    /// What changes whenever the content may have changed.
+    pub stamp: FileStamp,
     content: OnceLock<[u8; 32]>,
 }
+
+/// A file's identity and change times: equal stamps mean equal content, unless the file
+/// changed twice within one tick of the kernel's clock (see [`DigestCache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileStamp {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Inode change time, nanoseconds since the epoch (no user can set it).
+    pub ctime_ns: i128,
+}
+
+/// Content digests remembered across builds by [`FileStamp`], so an unchanged context is
+/// not read again. Only stamps older than [`RACY_WINDOW_NS`] are remembered: a file
+/// written again within the same clock tick could keep its stamp.
+pub trait DigestCache: Send + Sync + std::fmt::Debug {
+    /// The digest of the content a file had with this stamp.
+    fn get(&self, stamp: &FileStamp) -> Option<[u8; 32]>;
+    /// Remembers a digest.
+    fn put(&self, stamp: FileStamp, digest: [u8; 32]);
+}
+
+/// How old a change must be before its stamp is trusted (coarse kernel clocks tick every
+/// few milliseconds; a second is far beyond that).
+pub const RACY_WINDOW_NS: i128 = 1_000_000_000;
 
 /// The scanned context.
 #[derive(Debug)]
 pub struct ContextIndex {
     root: PathBuf,
     entries: Vec<ContextEntry>,
+    cache: Option<std::sync::Arc<dyn DigestCache>>,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
@@ -114,7 +147,14 @@ impl ContextIndex {
         Ok(ContextIndex {
             root: root.to_path_buf(),
             entries,
+            cache: None,
         })
+    }
+
+    /// Uses `cache` to skip reading files whose stamps it knows.
+    pub fn with_digest_cache(mut self, cache: std::sync::Arc<dyn DigestCache>) -> ContextIndex {
+        self.cache = Some(cache);
+        self
     }
 
     /// The context directory.
@@ -258,12 +298,33 @@ impl ContextIndex {
     /// metadata (type, mode, uid, gid, size, link target, device) and file
     /// contents. Contents not hashed yet are hashed now, in parallel.
     pub fn digest_of(&self, entries: &[&ContextEntry]) -> Result<String, ContextError> {
-        let missing: Vec<&ContextEntry> = entries
+        let mut missing: Vec<&ContextEntry> = entries
             .iter()
             .copied()
             .filter(|e| e.kind == EntryKind::File && e.content.get().is_none())
             .collect();
+        if let Some(cache) = &self.cache {
+            missing.retain(|e| match cache.get(&e.stamp) {
+                Some(digest) => {
+                    let _ = e.content.set(digest);
+                    false
+                }
+                None => true,
+            });
+        }
         hash::hash_files(&self.root, &missing)?;
+        if let Some(cache) = &self.cache {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128);
+            for e in missing {
+                if let Some(digest) = e.content.get()
+                    && now - e.stamp.ctime_ns.max(e.stamp.mtime_ns) > RACY_WINDOW_NS
+                {
+                    cache.put(e.stamp, *digest);
+                }
+            }
+        }
         Ok(hash::combine(entries))
     }
 
@@ -368,6 +429,13 @@ fn entry(path: String, kind: EntryKind, meta: &fs::Metadata) -> ContextEntry {
         gid: meta.gid(),
         size,
         rdev: meta.rdev(),
+        stamp: FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        },
         content: OnceLock::new(),
     }
 }

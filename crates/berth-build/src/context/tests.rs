@@ -201,3 +201,61 @@ fn hashing_throughput() {
         (total >> 20) as f64 / secs
     );
 }
+
+/// A cache that counts what it is asked.
+#[derive(Debug, Default)]
+struct CountingCache {
+    digests: std::sync::Mutex<std::collections::HashMap<FileStamp, [u8; 32]>>,
+    hits: std::sync::atomic::AtomicUsize,
+}
+
+impl DigestCache for CountingCache {
+    fn get(&self, stamp: &FileStamp) -> Option<[u8; 32]> {
+        let found = self.digests.lock().unwrap().get(stamp).copied();
+        if found.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+    fn put(&self, stamp: FileStamp, digest: [u8; 32]) {
+        self.digests.lock().unwrap().insert(stamp, digest);
+    }
+}
+
+#[test]
+fn digest_cache_skips_old_unchanged_files_and_never_trusts_fresh_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "old.txt", "old content");
+    write(dir.path(), "fresh.txt", "fresh");
+    // Age one file past the racy window.
+    let old = dir.path().join("old.txt");
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    let cache = std::sync::Arc::new(CountingCache::default());
+    let digest = |cache: &std::sync::Arc<CountingCache>| {
+        let index = ContextIndex::scan(dir.path(), &IgnoreMatcher::default())
+            .unwrap()
+            .with_digest_cache(cache.clone());
+        index.sources_digest(&[".".to_string()], &[]).unwrap()
+    };
+    let first = digest(&cache);
+    // The ctime of both files is fresh (set_modified changes it), so nothing is trusted yet.
+    assert_eq!(cache.digests.lock().unwrap().len(), 0);
+    assert_eq!(digest(&cache), first);
+    // A stamp the cache holds answers without reading: a wrong digest planted for the
+    // file's real stamp shows through.
+    let index = ContextIndex::scan(dir.path(), &IgnoreMatcher::default()).unwrap();
+    let stamp = index.get("old.txt").unwrap().stamp;
+    cache.put(stamp, [7; 32]);
+    let planted = digest(&cache);
+    assert_ne!(planted, first);
+    assert_eq!(cache.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // Changing the file changes its stamp, so the planted digest is no longer used.
+    write(dir.path(), "old.txt", "new content");
+    assert_ne!(digest(&cache), planted);
+}

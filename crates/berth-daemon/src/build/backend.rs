@@ -54,8 +54,10 @@ pub(crate) struct DaemonBackend {
     pub lease: Lease,
     /// Scratch space of this build (mount points, inline files); removed with the build.
     pub work_dir: PathBuf,
-    /// The extracted build context.
+    /// The build context: extracted, or the client's directory read in place.
     pub context_dir: Option<PathBuf>,
+    /// The context is the client's own directory: RUN steps may never write to it.
+    pub context_read_only: bool,
     /// `SOURCE_DATE_EPOCH`: clamp file times in new layers.
     pub epoch: Option<u64>,
     /// `--pull`: pull base images even when present.
@@ -108,22 +110,25 @@ impl DaemonBackend {
             match mount.kind {
                 MountKind::Bind => {
                     let target = required_target(target, "bind")?;
-                    let base = match from {
+                    let (base, read_only) = match from {
                         Some(FileSource::Rootfs(fs)) => {
                             let view =
                                 View::mount(&self.daemon.store, fs, self.unique_dir("view"))?;
                             let dir = view.dir.clone();
                             views.push(view);
-                            dir
+                            (dir, mount.read_only)
                         }
-                        _ => self.context_dir.clone().ok_or_else(|| {
-                            ServiceError::invalid(
-                                "a bind mount of the context needs a build context",
-                            )
-                        })?,
+                        _ => {
+                            let dir = self.context_dir.clone().ok_or_else(|| {
+                                ServiceError::invalid(
+                                    "a bind mount of the context needs a build context",
+                                )
+                            })?;
+                            (dir, mount.read_only || self.context_read_only)
+                        }
                     };
                     let source = path_beneath(&base, mount.source.as_deref().unwrap_or("/"))?;
-                    mounts.push(bind(source, &target, mount.read_only));
+                    mounts.push(bind(source, &target, read_only));
                 }
                 MountKind::Cache => {
                     let target = required_target(target, "cache")?;

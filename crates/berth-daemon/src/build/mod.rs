@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use berth_api::progress::JsonMessage;
-use berth_build::context::{ContextIndex, IgnoreMatcher};
+use berth_build::context::{ContextIndex, DigestCache, FileStamp, IgnoreMatcher};
 use berth_build::exec::{ExecOptions, Executor, Progress, StepStatus};
 use berth_build::instructions::parse_dockerfile;
 use berth_build::plan::{BuildOptions, Platform, plan};
@@ -55,6 +55,35 @@ pub struct BuildRequest {
     pub quiet: bool,
     /// `--secret` contents by id.
     pub secrets: HashMap<String, Vec<u8>>,
+    /// A context directory on this host, read in place instead of a tar (berth's fast path
+    /// for a CLI on the same machine; the tar path stays for every other client).
+    pub context_dir: Option<PathBuf>,
+}
+
+/// Content digests of context files, remembered while the daemon runs so an unchanged
+/// context is not read again on every build.
+#[derive(Debug, Default)]
+pub struct ContextDigests(Mutex<HashMap<FileStamp, [u8; 32]>>);
+
+/// Enough for large monorepos; past it the memory is worth more than the rehash.
+const CONTEXT_DIGESTS_MAX: usize = 1 << 20;
+
+impl DigestCache for ContextDigests {
+    fn get(&self, stamp: &FileStamp) -> Option<[u8; 32]> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stamp)
+            .copied()
+    }
+
+    fn put(&self, stamp: FileStamp, digest: [u8; 32]) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= CONTEXT_DIGESTS_MAX {
+            map.clear();
+        }
+        map.insert(stamp, digest);
+    }
 }
 
 /// A build's scratch directory under the data root, removed when the build ends.
@@ -85,7 +114,17 @@ impl Daemon {
                 .join("tmp")
                 .join(&crate::containers::random_id()[..16]),
         );
-        let context_dir = work.0.join("context");
+        let in_place = req.context_dir.is_some();
+        let context_dir = match req.context_dir.clone() {
+            Some(dir) if dir.is_absolute() && dir.is_dir() => dir,
+            Some(dir) => {
+                return Err(ServiceError::invalid(format!(
+                    "context directory {} is not a directory the daemon can see",
+                    dir.display()
+                )));
+            }
+            None => work.0.join("context"),
+        };
         let dockerfile_name = if req.dockerfile.is_empty() {
             "Dockerfile".to_string()
         } else {
@@ -94,10 +133,13 @@ impl Daemon {
         let dir = context_dir.clone();
         let name = dockerfile_name.clone();
         let (dockerfile, index) = tokio::task::spawn_blocking(move || {
-            extract_context(context, &dir)?;
+            if !in_place {
+                extract_context(context, &dir)?;
+            }
             read_context(&dir, &name)
         })
         .await??;
+        let index = index.with_digest_cache(self.context_digests.clone());
 
         let target_platform = match req.platform.as_deref().filter(|p| !p.is_empty()) {
             Some(p) => Platform::parse(p).map_err(ServiceError::invalid)?,
@@ -158,6 +200,7 @@ impl Daemon {
             lease: self.store.lease(),
             work_dir: work.0.clone(),
             context_dir: Some(context_dir),
+            context_read_only: in_place,
             epoch,
             pull: req.pull,
             network: match req.network_mode.as_deref() {

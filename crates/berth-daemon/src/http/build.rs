@@ -21,6 +21,10 @@ use crate::error::{ServiceError, ServiceResult};
 /// base64 content. Clients that don't know it (docker) never send secrets.
 pub(crate) const SECRETS_HEADER: &str = "X-Berth-Build-Secrets";
 
+/// berth's own header naming a context directory on the daemon's host, read in place
+/// instead of a context tar (the request then has no body).
+pub(crate) const CONTEXT_DIR_HEADER: &str = "X-Berth-Context-Dir";
+
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/build", post(build))
@@ -76,6 +80,14 @@ fn request(p: &QueryParams, headers: &HeaderMap) -> ServiceResult<BuildRequest> 
         platform: p.get("platform").map(str::to_string),
         quiet: p.bool("q", false),
         secrets: secrets(headers)?,
+        context_dir: headers
+            .get(CONTEXT_DIR_HEADER)
+            .map(|v| {
+                v.to_str()
+                    .map(std::path::PathBuf::from)
+                    .map_err(|_| ServiceError::invalid(format!("invalid {CONTEXT_DIR_HEADER}")))
+            })
+            .transpose()?,
     })
 }
 
