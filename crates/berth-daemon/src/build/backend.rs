@@ -275,6 +275,37 @@ fn bind(source: PathBuf, target: &str, read_only: bool) -> MountPoint {
     }
 }
 
+/// A step's container: removed after its step, and also when the build is cancelled in
+/// the middle of the step (the client went away and the build future was dropped).
+struct StepContainer {
+    daemon: Arc<Daemon>,
+    id: String,
+}
+
+impl StepContainer {
+    async fn remove(mut self) {
+        let id = std::mem::take(&mut self.id);
+        if let Err(e) = self.daemon.remove_container(&id, true, false).await {
+            tracing::warn!(container = %id, "cannot remove build step container: {e}");
+        }
+    }
+}
+
+impl Drop for StepContainer {
+    fn drop(&mut self) {
+        if self.id.is_empty() {
+            return;
+        }
+        let daemon = self.daemon.clone();
+        let id = std::mem::take(&mut self.id);
+        tokio::spawn(async move {
+            if let Err(e) = daemon.remove_container(&id, true, false).await {
+                tracing::warn!(container = %id, "cannot remove a cancelled build's step container: {e}");
+            }
+        });
+    }
+}
+
 /// A build filesystem mounted on the host for reading (a stage COPY --from or RUN
 /// --mount from= reads), removed on drop.
 struct View {
@@ -395,16 +426,20 @@ impl BuildBackend for DaemonBackend {
             privileged: Some(spec.security == RunSecurity::Insecure),
             ..Default::default()
         };
-        let id = self
-            .daemon
-            .create_build_container(
-                config,
-                host_config,
-                parent.base_image.clone(),
-                parent.layers.to_vec(),
-                mounts,
-            )
-            .await?;
+        let step = StepContainer {
+            daemon: self.daemon.clone(),
+            id: self
+                .daemon
+                .create_build_container(
+                    config,
+                    host_config,
+                    parent.base_image.clone(),
+                    parent.layers.to_vec(),
+                    mounts,
+                )
+                .await?,
+        };
+        let id = step.id.clone();
         self.say(format!(" ---> Running in {}\n", &id[..12]));
         let outcome = match self.run_container(&id).await {
             Ok(0) => self.commit_step(&id, parent, mount_points).await,
@@ -414,9 +449,7 @@ impl BuildBackend for DaemonBackend {
             ))),
             Err(e) => Err(e),
         };
-        if let Err(e) = self.daemon.remove_container(&id, true, false).await {
-            tracing::warn!(container = %id, "cannot remove build step container: {e}");
-        }
+        step.remove().await;
         drop(views);
         if outcome.is_ok() {
             self.say(format!(

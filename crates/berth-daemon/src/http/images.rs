@@ -118,10 +118,24 @@ where
     tokio::spawn(async move {
         let error_sink = sink.clone();
         let work = tokio::spawn(run(sink));
+        // A client that goes away cancels the operation, as with moby.
+        let cancel = work.abort_handle();
         let forward = async {
-            while let Some(m) = messages.recv().await {
-                if tx.send(stream::json_line(&m)).await.is_err() {
-                    return;
+            loop {
+                tokio::select! {
+                    message = messages.recv() => match message {
+                        Some(m) => {
+                            if tx.send(stream::json_line(&m)).await.is_err() {
+                                cancel.abort();
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    () = tx.closed() => {
+                        cancel.abort();
+                        return;
+                    }
                 }
             }
         };

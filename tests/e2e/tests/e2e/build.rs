@@ -426,3 +426,40 @@ CMD [\"sh\", \"-c\", \"id -u; stat -c %u:%g data.txt; touch mine && echo wrote\"
     );
     assert_eq!(image["Config"]["Healthcheck"]["Retries"], 2);
 }
+
+#[test]
+fn a_client_that_goes_away_cancels_the_build() {
+    use std::io::{Read, Write};
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let tar = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo started && sleep 300\n",
+    )]);
+    let mut conn = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /build?t=cancelled:1 HTTP/1.1\r\nHost: berth\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        tar.len()
+    )
+    .unwrap();
+    conn.write_all(&tar).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        let n = conn.read(&mut buf).expect("the build streams its output");
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(containers(&d).len(), 1, "the step runs in a container");
+    drop(conn);
+    berth_e2e::wait_until(Duration::from_secs(30), "the step container to go", || {
+        containers(&d).is_empty()
+    });
+    assert!(d.inspect_image("cancelled:1").is_none());
+}
