@@ -31,6 +31,9 @@ pub struct Daemon {
     pub(crate) volume_lock: std::sync::Mutex<()>,
     /// Digests of build context files, so unchanged contexts are not read again.
     pub(crate) context_digests: Arc<crate::build::ContextDigests>,
+    /// Locks of `RUN --mount=type=cache,sharing=locked` mounts, by cache id.
+    pub(crate) cache_mount_locks:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     me: Weak<Daemon>,
 }
 
@@ -62,6 +65,7 @@ impl Daemon {
             networks,
             volume_lock: Default::default(),
             context_digests: Default::default(),
+            cache_mount_locks: Default::default(),
             me: me.clone(),
         });
         daemon.recover_containers().await?;

@@ -1,6 +1,8 @@
-//! The command tree (docker's top-level commands plus the `container`, `image` and `system`
-//! management groups, which reuse the same argument structs) and its dispatch.
+//! The command tree (docker's top-level commands plus the `builder`, `container`, `image`,
+//! `network`, `system` and `volume` management groups, which reuse the same argument
+//! structs) and its dispatch.
 
+pub mod build;
 pub mod completion;
 pub mod container;
 pub mod exec;
@@ -121,6 +123,8 @@ pub enum Cmd {
     Exec(exec::ExecArgs),
     /// List containers
     Ps(ps::PsArgs),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
     /// List images
     Images(image::ImagesArgs),
     /// Download an image from a registry
@@ -177,6 +181,9 @@ pub enum Cmd {
     Top(container::TopArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(container::WaitArgs),
+    /// Manage builds
+    #[command(subcommand)]
+    Builder(BuilderCmd),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCmd),
@@ -239,9 +246,20 @@ pub enum ContainerCmd {
     Wait(container::WaitArgs),
 }
 
+/// `berth builder …`
+#[derive(Subcommand, Debug)]
+pub enum BuilderCmd {
+    /// Build an image from a Dockerfile
+    Build(Box<build::BuildArgs>),
+    /// Remove build cache
+    Prune(build::BuilderPruneArgs),
+}
+
 /// `berth image …`
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
     /// Show the history of an image
     History(image::HistoryArgs),
     /// Import the contents from a tarball to create a filesystem image
@@ -325,6 +343,7 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Run(a) => run::run(ctx, a).await,
         Cmd::Exec(a) => exec::exec(ctx, a).await,
         Cmd::Ps(a) => ps::ps(ctx, a).await,
+        Cmd::Build(a) => build::build(ctx, a).await,
         Cmd::Images(a) => image::images(ctx, a).await,
         Cmd::Pull(a) => transfer::pull(ctx, a).await,
         Cmd::Push(a) => transfer::push(ctx, a).await,
@@ -353,6 +372,10 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Tag(a) => image::tag(ctx, a).await,
         Cmd::Top(a) => container::top(ctx, a).await,
         Cmd::Wait(a) => container::wait(ctx, a).await,
+        Cmd::Builder(c) => match c {
+            BuilderCmd::Build(a) => build::build(ctx, *a).await,
+            BuilderCmd::Prune(a) => build::prune(ctx, a).await,
+        },
         Cmd::Container(c) => match c {
             ContainerCmd::Attach(a) => run::attach(ctx, a).await,
             ContainerCmd::Create(a) => run::create(ctx, a).await,
@@ -374,6 +397,7 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<()> {
             ContainerCmd::Wait(a) => container::wait(ctx, a).await,
         },
         Cmd::Image(c) => match c {
+            ImageCmd::Build(a) => build::build(ctx, a).await,
             ImageCmd::History(a) => image::history(ctx, a).await,
             ImageCmd::Import(a) => transfer::import(ctx, a).await,
             ImageCmd::Inspect(a) => image::inspect(ctx, a).await,

@@ -667,4 +667,31 @@ mod tests {
              Build Cache     0         0         0B        0B\n"
         );
     }
+
+    #[test]
+    fn df_build_cache_row() {
+        let du: DiskUsage = serde_json::from_value(serde_json::json!({
+            "LayersSize": 0, "Images": [], "Containers": [], "Volumes": [],
+            "BuildCache": [
+                {"ID": "a", "Size": 1000, "InUse": true, "Shared": false},
+                {"ID": "b", "Size": 2000, "InUse": false, "Shared": false},
+                {"ID": "c", "Size": 500, "InUse": true, "Shared": true}
+            ]
+        }))
+        .unwrap();
+        let rows = df_rows(&du);
+        let mut out = Vec::new();
+        write_list(
+            &mut out,
+            "{{.Type}}|{{.TotalCount}}|{{.Active}}|{{.Size}}|{{.Reclaimable}}",
+            &map_of([("Type", s("TYPE"))]),
+            rows,
+        )
+        .unwrap();
+        // Shared entries count but their bytes belong to images; in-use bytes can't be freed.
+        assert_eq!(
+            String::from_utf8(out).unwrap().lines().last(),
+            Some("Build Cache|3|2|3kB|2kB")
+        );
+    }
 }

@@ -14,7 +14,7 @@ use berth_build::exec::{
     BuildBackend, CopyInput, CopySpec, FileSource, HistoryEntry, MountSpec, ResolvedImage, RunSpec,
 };
 use berth_build::fsops::{self, CopyRequest, CopySource};
-use berth_build::instructions::{MountKind, RunNetwork, RunSecurity};
+use berth_build::instructions::{CacheSharing, MountKind, RunMount, RunNetwork, RunSecurity};
 use berth_build::plan::Platform;
 use berth_store::{BuildCacheRecord, LayerInfo, Lease, Store};
 use sha2::{Digest as _, Sha256};
@@ -132,7 +132,7 @@ impl DaemonBackend {
                 }
                 MountKind::Cache => {
                     let target = required_target(target, "cache")?;
-                    let id = mount.id.clone().unwrap_or_else(|| target.clone());
+                    let id = cache_mount_id(mount);
                     let dir = self.cache_mount_dir(&id, mount.mode, mount.uid, mount.gid)?;
                     mounts.push(bind(dir, &target, mount.read_only));
                 }
@@ -218,6 +218,27 @@ impl DaemonBackend {
 /// Where cache mounts live: `<data-root>/build/cache-mounts`.
 pub(crate) fn cache_mounts_root(daemon: &Daemon) -> PathBuf {
     daemon.config.data_root.join("build").join("cache-mounts")
+}
+
+/// A cache mount's identity: its `id=`, else its target (BuildKit's default).
+fn cache_mount_id(mount: &RunMount) -> String {
+    mount
+        .id
+        .clone()
+        .or_else(|| mount.target.clone())
+        .unwrap_or_default()
+}
+
+impl Daemon {
+    /// The lock of a `sharing=locked` cache mount.
+    fn cache_mount_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.cache_mount_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
 }
 
 fn required_target(target: Option<String>, kind: &str) -> ServiceResult<String> {
@@ -396,6 +417,14 @@ impl BuildBackend for DaemonBackend {
         parent: &BuildFs,
         spec: &RunSpec<BuildFs>,
     ) -> Result<BuildFs, ServiceError> {
+        // `sharing=locked` cache mounts: one step at a time, across builds.
+        let mut cache_locks = Vec::new();
+        for MountSpec { mount, .. } in &spec.mounts {
+            if mount.kind == MountKind::Cache && mount.sharing == Some(CacheSharing::Locked) {
+                let id = cache_mount_id(mount);
+                cache_locks.push(self.daemon.cache_mount_lock(&id).lock_owned().await);
+            }
+        }
         let mut views = Vec::new();
         let mut env = spec.env.clone();
         if !env.iter().any(|e| e.starts_with("PATH=")) {

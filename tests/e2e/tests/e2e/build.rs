@@ -132,7 +132,8 @@ fn build_runs_steps_then_answers_from_the_cache() {
     assert!(history.contains("RUN /bin/sh -c echo built"), "{history}");
 
     // Same inputs: every step is cached, nothing runs.
-    let (_, text) = ok(build(&d, "t=app:2", &context(&files)));
+    let (again, text) = ok(build(&d, "t=app:2", &context(&files)));
+    assert_eq!(again, id, "a fully cached rebuild gives the same image");
     assert_eq!(text.matches(" ---> Using cache").count(), 2, "{text}");
     assert!(!text.contains("Running in"), "{text}");
 
@@ -462,4 +463,29 @@ fn a_client_that_goes_away_cancels_the_build() {
         containers(&d).is_empty()
     });
     assert!(d.inspect_image("cancelled:1").is_none());
+}
+
+#[test]
+fn run_mounts_cache_bind_and_tmpfs() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let dockerfile = "FROM busybox
+RUN --mount=type=cache,target=/cache,sharing=locked echo run >> /cache/runs && wc -l < /cache/runs > /runs-seen
+RUN --mount=type=bind,source=input,target=/in cat /in/data.txt > /copied && ! touch /in/new 2>/dev/null
+RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/t && test -f /scratch/t
+CMD [\"sh\", \"-c\", \"cat /runs-seen /copied; ls /cache /in /scratch 2>&1 | grep -c 'No such file'\"]
+";
+    let files = [
+        ("Dockerfile", dockerfile),
+        ("input/data.txt", "from the context\n"),
+    ];
+    ok(build(&d, "t=mounts:1", &context(&files)));
+    assert_eq!(
+        d.berth(&["run", "--rm", "mounts:1"]).ok("run mounts:1"),
+        "1\nfrom the context\n3",
+        "mounted content must not land in the image"
+    );
+    // The cache directory outlives the build: a rebuild without the layer cache sees it.
+    ok(build(&d, "t=mounts:2&nocache=1", &context(&files)));
+    let out = d.berth(&["run", "--rm", "mounts:2"]).ok("run mounts:2");
+    assert!(out.starts_with("2\n"), "{out}");
 }
