@@ -276,6 +276,11 @@ impl Client {
         Ok(resp)
     }
 
+    /// Whether the daemon is reached over a unix socket, so it runs on this host.
+    pub fn is_local(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Unix(_))
+    }
+
     /// `method path` with an empty body; returns the successful response.
     pub async fn call(&self, method: Method, path: &str) -> Result<Response<Incoming>> {
         let req = self.request(method, path).body(empty())?;

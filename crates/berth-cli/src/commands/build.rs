@@ -34,6 +34,21 @@ use crate::reference::Reference;
 /// base64 of its content.
 pub const SECRETS_HEADER: &str = "X-Berth-Build-Secrets";
 
+/// berth's header naming the context directory for a daemon on this host to read in place:
+/// `<device>:<inode>:<path>`, so a daemon that sees another file system there refuses it.
+pub const CONTEXT_DIR_HEADER: &str = "X-Berth-Context-Dir";
+
+/// The daemon's answer when it cannot read the directory in place; the CLI then sends a tar.
+const CONTEXT_DIR_REFUSED: &str = "context directory is not shared with the daemon";
+
+/// The value of [`CONTEXT_DIR_HEADER`] for `root`.
+fn context_dir_header(root: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let root = root.canonicalize().ok()?;
+    let meta = std::fs::metadata(&root).ok()?;
+    Some(format!("{}:{}:{}", meta.dev(), meta.ino(), root.to_str()?))
+}
+
 /// `berth build`
 #[derive(Args, Debug)]
 #[command(override_usage = "berth build [OPTIONS] PATH | URL | -")]
@@ -503,27 +518,55 @@ async fn run_build(
         .collect::<Result<Vec<_>>>()?;
     let prepared = prepare(&a, stdin)?;
     let query = build_query(&a, &prepared, mode == Mode::Quiet, env);
-    let upload = Upload::default();
-    let (body, producer) = match prepared.body {
-        Some(body) => {
-            let (body, failure) = stream_body(body, prepared.compress, upload.clone());
-            (body, Some(failure))
+    let new_request = || {
+        let mut request = ctx
+            .client
+            .request(Method::POST, &format!("/build{query}"))
+            .header(header::CONTENT_TYPE, "application/x-tar");
+        if !secrets.is_empty() {
+            request = request.header(SECRETS_HEADER, secrets_header(&secrets));
         }
-        None => (client::empty(), None),
+        request
     };
-    let mut request = ctx
-        .client
-        .request(Method::POST, &format!("/build{query}"))
-        .header(header::CONTENT_TYPE, "application/x-tar");
-    if !secrets.is_empty() {
-        request = request.header(SECRETS_HEADER, secrets_header(&secrets));
-    }
     let started = Instant::now();
-    let response = match ctx.client.send(request.body(body)?).await {
-        Ok(r) => r,
-        Err(e) => return Err(take_failure(&producer).unwrap_or(e)),
+    // A daemon on this host reads a directory context where it is: no archive to write,
+    // send and unpack on every build. BERTH_BUILD_TAR=1 forces the docker-compatible tar.
+    let in_place = match &prepared.body {
+        Some(ContextBody::Dir(dir))
+            if ctx.client.is_local() && !prepared.compress && env("BERTH_BUILD_TAR").is_none() =>
+        {
+            dir.in_place_root().and_then(context_dir_header)
+        }
+        _ => None,
     };
-    let sent = (prepared.remote.is_none()).then(|| upload.clone());
+    let mut in_place_response = None;
+    if let Some(value) = in_place {
+        let request = new_request().header(CONTEXT_DIR_HEADER, value);
+        match ctx.client.send(request.body(client::empty())?).await {
+            Ok(r) => in_place_response = Some(r),
+            Err(e) if format!("{e:#}").contains(CONTEXT_DIR_REFUSED) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let upload = Upload::default();
+    let (response, producer, sent) = match in_place_response {
+        Some(response) => (response, None, None),
+        None => {
+            let (body, producer) = match prepared.body {
+                Some(body) => {
+                    let (body, failure) = stream_body(body, prepared.compress, upload.clone());
+                    (body, Some(failure))
+                }
+                None => (client::empty(), None),
+            };
+            let response = match ctx.client.send(new_request().body(body)?).await {
+                Ok(r) => r,
+                Err(e) => return Err(take_failure(&producer).unwrap_or(e)),
+            };
+            let sent = (prepared.remote.is_none()).then(|| upload.clone());
+            (response, producer, sent)
+        }
+    };
     let mut stream = match mode {
         Mode::Plain => BuildStream::plain(out, term.stdout_tty, sent),
         Mode::RawJson => BuildStream::raw(out),
@@ -874,6 +917,7 @@ mod tests {
             color: false,
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());
+        let force_tar = |name: &str| (name == "BERTH_BUILD_TAR").then(|| "1".to_string());
         run_build(
             &ctx,
             a,
@@ -881,7 +925,7 @@ mod tests {
             &term,
             (&mut out, &mut err),
             Box::new(io::empty()),
-            &no_env,
+            &force_tar,
         )
         .await
         .unwrap();
@@ -907,6 +951,46 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&iid).unwrap(),
             "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_local_daemon_reads_the_context_directory_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let script = Script::new(Vec::new(), 0);
+        script.reply("POST", "/build", 200, STREAM);
+        let fake = FakeDaemon::start(script.clone());
+        let cfg = tempfile::tempdir().unwrap();
+        let ctx = fake.ctx(cfg.path());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM busybox\n").unwrap();
+        let a = parse(&["berth", "build", "-q", dir.path().to_str().unwrap()]);
+        let term = Terminal {
+            stdout_tty: false,
+            stderr_size: (0, 0),
+            color: false,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        run_build(
+            &ctx,
+            a,
+            Mode::Quiet,
+            &term,
+            (&mut out, &mut err),
+            Box::new(io::empty()),
+            &no_env,
+        )
+        .await
+        .unwrap();
+        let line = "POST /v1.44/build?dockerfile=Dockerfile&q=1&version=1";
+        assert_eq!(script.requests(), vec![line]);
+        assert_eq!(script.body(line).as_deref(), Some(""), "no archive is sent");
+        let root = dir.path().canonicalize().unwrap();
+        let meta = std::fs::metadata(&root).unwrap();
+        let header = script.headers.lock().unwrap()[&format!("{line} X-Berth-Context-Dir")].clone();
+        assert_eq!(
+            header,
+            format!("{}:{}:{}", meta.dev(), meta.ino(), root.display())
         );
     }
 

@@ -95,6 +95,14 @@ async fn handle(
     {
         h.insert(line.clone(), auth.to_string());
     }
+    if let Some(dir) = req
+        .headers()
+        .get("X-Berth-Context-Dir")
+        .and_then(|v| v.to_str().ok())
+        && let Ok(mut h) = script.headers.lock()
+    {
+        h.insert(format!("{line} X-Berth-Context-Dir"), dir.to_string());
+    }
     if let Ok(mut l) = script.log.lock() {
         l.push(line.clone());
     }

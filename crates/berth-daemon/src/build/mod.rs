@@ -57,8 +57,44 @@ pub struct BuildRequest {
     pub secrets: HashMap<String, Vec<u8>>,
     /// A context directory on this host, read in place instead of a tar (berth's fast path
     /// for a CLI on the same machine; the tar path stays for every other client).
-    pub context_dir: Option<PathBuf>,
+    pub context_dir: Option<ContextDir>,
 }
+
+/// A context directory as the client sees it.
+#[derive(Debug, Clone)]
+pub struct ContextDir {
+    /// Its absolute path.
+    pub path: PathBuf,
+    /// The device the client sees it on.
+    pub device: u64,
+    /// Its inode on that device.
+    pub inode: u64,
+}
+
+impl ContextDir {
+    /// The path, if the daemon sees the very directory the client does (not another one at
+    /// the same path in another mount namespace).
+    pub(crate) fn verified(&self) -> ServiceResult<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&self.path) {
+            Ok(meta)
+                if self.path.is_absolute()
+                    && meta.is_dir()
+                    && meta.dev() == self.device
+                    && meta.ino() == self.inode =>
+            {
+                Ok(self.path.clone())
+            }
+            _ => Err(ServiceError::invalid(format!(
+                "{CONTEXT_DIR_REFUSED}: {}",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+/// The refusal a client recognises to fall back to sending a context tar.
+const CONTEXT_DIR_REFUSED: &str = "context directory is not shared with the daemon";
 
 /// Content digests of context files, remembered while the daemon runs so an unchanged
 /// context is not read again on every build.
@@ -115,14 +151,8 @@ impl Daemon {
                 .join(&crate::containers::random_id()[..16]),
         );
         let in_place = req.context_dir.is_some();
-        let context_dir = match req.context_dir.clone() {
-            Some(dir) if dir.is_absolute() && dir.is_dir() => dir,
-            Some(dir) => {
-                return Err(ServiceError::invalid(format!(
-                    "context directory {} is not a directory the daemon can see",
-                    dir.display()
-                )));
-            }
+        let context_dir = match &req.context_dir {
+            Some(dir) => dir.verified()?,
             None => work.0.join("context"),
         };
         let dockerfile_name = if req.dockerfile.is_empty() {

@@ -22,7 +22,8 @@ use crate::error::{ServiceError, ServiceResult};
 pub(crate) const SECRETS_HEADER: &str = "X-Berth-Build-Secrets";
 
 /// berth's own header naming a context directory on the daemon's host, read in place
-/// instead of a context tar (the request then has no body).
+/// instead of a context tar (the request then has no body): `<device>:<inode>:<path>`, as
+/// the client sees the directory.
 pub(crate) const CONTEXT_DIR_HEADER: &str = "X-Berth-Context-Dir";
 
 pub(super) fn routes() -> Router<AppState> {
@@ -67,6 +68,20 @@ fn secrets(headers: &HeaderMap) -> ServiceResult<HashMap<String, Vec<u8>>> {
         .collect()
 }
 
+fn context_dir(value: &[u8]) -> ServiceResult<crate::build::ContextDir> {
+    let invalid = || ServiceError::invalid(format!("invalid {CONTEXT_DIR_HEADER}"));
+    let text = std::str::from_utf8(value).map_err(|_| invalid())?;
+    let mut parts = text.splitn(3, ':');
+    let (Some(dev), Some(ino), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    Ok(crate::build::ContextDir {
+        device: dev.parse().map_err(|_| invalid())?,
+        inode: ino.parse().map_err(|_| invalid())?,
+        path: std::path::PathBuf::from(path),
+    })
+}
+
 fn request(p: &QueryParams, headers: &HeaderMap) -> ServiceResult<BuildRequest> {
     Ok(BuildRequest {
         dockerfile: p.get("dockerfile").unwrap_or_default().to_string(),
@@ -82,11 +97,7 @@ fn request(p: &QueryParams, headers: &HeaderMap) -> ServiceResult<BuildRequest> 
         secrets: secrets(headers)?,
         context_dir: headers
             .get(CONTEXT_DIR_HEADER)
-            .map(|v| {
-                v.to_str()
-                    .map(std::path::PathBuf::from)
-                    .map_err(|_| ServiceError::invalid(format!("invalid {CONTEXT_DIR_HEADER}")))
-            })
+            .map(|v| context_dir(v.as_bytes()))
             .transpose()?,
     })
 }
@@ -98,7 +109,11 @@ async fn build(
     body: Body,
 ) -> Response {
     let p = QueryParams::parse(query.0.as_deref());
-    let req = match request(&p, &headers) {
+    // Refused before the stream starts, so a client can fall back to sending a tar.
+    let req = match request(&p, &headers).and_then(|req| {
+        req.context_dir.as_ref().map(|d| d.verified()).transpose()?;
+        Ok(req)
+    }) {
         Ok(req) => req,
         Err(e) => return e.into_response(),
     };

@@ -489,3 +489,66 @@ CMD [\"sh\", \"-c\", \"cat /runs-seen /copied; ls /cache /in /scratch 2>&1 | gre
     let out = d.berth(&["run", "--rm", "mounts:2"]).ok("run mounts:2");
     assert!(out.starts_with("2\n"), "{out}");
 }
+
+#[test]
+fn berth_build_reads_a_local_context_in_place_with_secrets() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let dir = d.scratch().join("local-ctx");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox
+COPY app.txt /app.txt
+RUN --mount=type=secret,id=token cat /run/secrets/token > /seen
+RUN --mount=type=bind,target=/ctx touch /ctx/written-by-build 2>/dev/null; echo done
+CMD [\"cat\", \"/seen\", \"/app.txt\"]
+",
+    )
+    .unwrap();
+    std::fs::write(dir.join("app.txt"), "app\n").unwrap();
+    let token = d.scratch().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let secret = format!("id=token,src={}", token.display());
+    let dir_arg = dir.display().to_string();
+    let args = [
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "local:1",
+        "--secret",
+        &secret,
+        &dir_arg,
+    ];
+    let out = d.berth(&args).ok("berth build");
+    assert!(
+        !out.contains("Sending build context"),
+        "a local daemon reads the directory, nothing is sent:\n{out}"
+    );
+    assert!(out.contains("Successfully tagged local:1"), "{out}");
+    assert!(
+        !dir.join("written-by-build").exists(),
+        "a build wrote into the client's context directory"
+    );
+    assert_eq!(
+        d.berth(&["run", "--rm", "local:1"]).ok("run local:1"),
+        "s3cret\napp"
+    );
+    let leaked = d.berth(&["run", "--rm", "local:1", "ls", "/run/secrets"]);
+    assert!(
+        String::from_utf8_lossy(&leaked.stdout).trim().is_empty(),
+        "the secret is in the image"
+    );
+    let history = d.berth(&["history", "--no-trunc", "local:1"]).ok("history");
+    assert!(!history.contains("s3cret"), "{history}");
+
+    // -q prints only the ID; a cached rebuild keeps it.
+    let first = d
+        .berth(&["build", "-q", "--secret", &secret, &dir_arg])
+        .ok("build -q");
+    assert!(first.starts_with("sha256:"), "{first}");
+    let again = d
+        .berth(&["build", "-q", "--secret", &secret, &dir_arg])
+        .ok("build -q again");
+    assert_eq!(first, again);
+}

@@ -154,6 +154,12 @@ impl DirContext {
         &self.dockerfile
     }
 
+    /// The directory, when a daemon on this host could read it as it is: nothing had to be
+    /// generated for the archive (an external Dockerfile is).
+    pub fn in_place_root(&self) -> Option<&Path> {
+        self.generated.is_empty().then_some(self.root.as_path())
+    }
+
     /// The entry paths in archive order.
     fn items(&self) -> Vec<Item<'_>> {
         let mut items: Vec<Item<'_>> = self
