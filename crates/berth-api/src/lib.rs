@@ -9,6 +9,7 @@
 //! Architecture invariant: this crate does no IO and knows nothing of HTTP servers or clients; it
 //! is (de)serialisation and validation of wire values only.
 
+pub mod archive;
 pub mod auth;
 pub mod errors;
 pub mod events;

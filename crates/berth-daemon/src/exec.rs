@@ -122,6 +122,17 @@ impl ExecTable {
     }
 }
 
+/// A frozen container cannot run a new process (it would hang): Docker's refusal, naming
+/// the container as the client did.
+fn refuse_paused(container: &crate::containers::Container, reference: &str) -> ServiceResult<()> {
+    if container.record().state.status == crate::containers::Status::Paused {
+        return Err(ServiceError::conflict(format!(
+            "Container {reference} is paused, unpause the container before exec"
+        )));
+    }
+    Ok(())
+}
+
 /// How an exec is started.
 #[derive(Debug)]
 pub enum ExecStart {
@@ -141,6 +152,7 @@ impl Daemon {
                 container.id
             )));
         }
+        refuse_paused(&container, reference)?;
         if config.cmd.as_ref().is_none_or(Vec::is_empty) {
             return Err(ServiceError::invalid("No exec command specified"));
         }
@@ -174,6 +186,7 @@ impl Daemon {
                 container.id
             )));
         }
+        refuse_paused(&container, &container.id)?;
         Ok(exec)
     }
 

@@ -5,6 +5,8 @@
 pub mod build;
 pub mod completion;
 pub mod container;
+pub mod cp;
+pub mod cp_tar;
 pub mod exec;
 #[cfg(test)]
 pub mod fake_daemon;
@@ -12,10 +14,12 @@ pub mod image;
 pub mod info;
 pub mod inspect;
 pub mod network;
+pub mod operate;
 pub mod progress;
 pub mod ps;
 pub mod registry;
 pub mod run;
+pub mod stats;
 pub mod stream;
 pub mod system;
 pub mod transfer;
@@ -143,6 +147,8 @@ pub enum Cmd {
     Attach(run::AttachArgs),
     /// Create a new container
     Create(run::CreateArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::CpArgs),
     /// Get real time events from the server
     Events(system::EventsArgs),
     /// Export a container's filesystem as a tar archive
@@ -161,6 +167,8 @@ pub enum Cmd {
     Logs(container::LogsArgs),
     /// List port mappings or a specific mapping for the container
     Port(container::PortArgs),
+    /// Pause all processes within one or more containers
+    Pause(operate::PauseArgs),
     /// Rename a container
     Rename(container::RenameArgs),
     /// Restart one or more containers
@@ -173,12 +181,18 @@ pub enum Cmd {
     Save(transfer::SaveArgs),
     /// Start one or more stopped containers
     Start(run::StartArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::StatsArgs),
     /// Stop one or more running containers
     Stop(container::StopArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(image::TagArgs),
     /// Display the running processes of a container
     Top(container::TopArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(operate::PauseArgs),
+    /// Update configuration of one or more containers
+    Update(operate::UpdateArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(container::WaitArgs),
     /// Manage builds
@@ -208,6 +222,8 @@ pub enum Cmd {
 pub enum ContainerCmd {
     /// Attach local standard input, output, and error streams to a running container
     Attach(run::AttachArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::CpArgs),
     /// Create a new container
     Create(run::CreateArgs),
     /// Execute a command in a running container
@@ -223,6 +239,8 @@ pub enum ContainerCmd {
     /// List containers
     #[command(visible_aliases = ["ps", "list"])]
     Ls(ps::PsArgs),
+    /// Pause all processes within one or more containers
+    Pause(operate::PauseArgs),
     /// List port mappings or a specific mapping for the container
     Port(container::PortArgs),
     /// Remove all stopped containers
@@ -238,10 +256,16 @@ pub enum ContainerCmd {
     Run(run::RunArgs),
     /// Start one or more stopped containers
     Start(run::StartArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::StatsArgs),
     /// Stop one or more running containers
     Stop(container::StopArgs),
     /// Display the running processes of a container
     Top(container::TopArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(operate::PauseArgs),
+    /// Update configuration of one or more containers
+    Update(operate::UpdateArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(container::WaitArgs),
 }
@@ -353,6 +377,11 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Info(a) => info::info(ctx, a).await,
         Cmd::Attach(a) => run::attach(ctx, a).await,
         Cmd::Create(a) => run::create(ctx, a).await,
+        Cmd::Cp(a) => cp::cp(ctx, a).await,
+        Cmd::Pause(a) => operate::pause(ctx, a).await,
+        Cmd::Stats(a) => stats::stats(ctx, a).await,
+        Cmd::Unpause(a) => operate::unpause(ctx, a).await,
+        Cmd::Update(a) => operate::update(ctx, a).await,
         Cmd::Events(a) => system::events(ctx, a).await,
         Cmd::Export(a) => container::export(ctx, a).await,
         Cmd::History(a) => image::history(ctx, a).await,
@@ -379,6 +408,11 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Container(c) => match c {
             ContainerCmd::Attach(a) => run::attach(ctx, a).await,
             ContainerCmd::Create(a) => run::create(ctx, a).await,
+            ContainerCmd::Cp(a) => cp::cp(ctx, a).await,
+            ContainerCmd::Pause(a) => operate::pause(ctx, a).await,
+            ContainerCmd::Stats(a) => stats::stats(ctx, a).await,
+            ContainerCmd::Unpause(a) => operate::unpause(ctx, a).await,
+            ContainerCmd::Update(a) => operate::update(ctx, a).await,
             ContainerCmd::Exec(a) => exec::exec(ctx, a).await,
             ContainerCmd::Export(a) => container::export(ctx, a).await,
             ContainerCmd::Inspect(a) => container::inspect(ctx, a).await,

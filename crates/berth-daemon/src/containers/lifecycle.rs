@@ -275,6 +275,7 @@ impl Daemon {
         shim.kill(signal).await?;
         let attrs = HashMap::from([("signal".to_string(), signal.to_string())]);
         self.container_event(&container, "kill", attrs);
+        self.resume_after_signal(&container).await;
         Ok(())
     }
 
@@ -322,6 +323,7 @@ impl Daemon {
             }
             let attrs = HashMap::from([("signal".to_string(), signo.to_string())]);
             self.container_event(container, "kill", attrs);
+            self.resume_after_signal(container).await;
         }
         let exited = |l: &super::Lifecycle| !l.active;
         let graceful = if timeout < 0 {

@@ -5,11 +5,18 @@
 //! `records` table (kind `container`). The in-memory index is the source of truth while the
 //! daemon runs; every change is written through before it is acknowledged.
 
+mod archive;
+mod cgroupfs;
 mod create;
 mod lifecycle;
 mod logs;
+mod pause;
 mod recover;
+mod rootfs;
 mod spec;
+mod stats;
+mod top;
+mod update;
 pub mod state;
 pub mod summary;
 pub(crate) mod user;
@@ -28,7 +35,9 @@ pub(crate) use create::is_restricted_name;
 pub(crate) use create::random_id;
 pub(crate) use lifecycle::exit_code_for_start_error;
 pub use lifecycle::{AttachRequest, WaitCondition};
+pub use archive::ExtractRequest;
 pub use logs::LogsRequest;
+pub use stats::StatsRequest;
 pub(crate) use spec::is_mountpoint;
 pub use state::{State, Status};
 pub(crate) use summary::rfc3339;

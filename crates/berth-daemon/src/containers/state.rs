@@ -55,6 +55,10 @@ pub enum Op {
     StartFailed,
     /// Begin removal.
     Remove,
+    /// Freeze the processes (`docker pause`).
+    Pause,
+    /// Thaw them again (`docker unpause`, or after a signal to a paused container).
+    Unpause,
 }
 
 /// Why an operation is refused in a state.
@@ -89,6 +93,14 @@ pub fn transition(from: Status, op: Op) -> Result<Status, TransitionError> {
         (S::Removing | S::Dead, Op::Start | Op::StartFailed) => Err(TransitionError::Illegal(
             "is marked for removal and cannot be started".into(),
         )),
+        (S::Running, Op::Pause) => Ok(S::Paused),
+        (S::Paused, Op::Pause) => Err(TransitionError::Illegal("is already paused".into())),
+        (S::Restarting, Op::Pause) => Err(TransitionError::Illegal(
+            "is restarting, wait until the container is running".into(),
+        )),
+        (_, Op::Pause) => Err(TransitionError::Illegal("is not running".into())),
+        (S::Paused, Op::Unpause) => Ok(S::Running),
+        (_, Op::Unpause) => Err(TransitionError::Illegal("is not paused".into())),
     }
 }
 
@@ -156,5 +168,47 @@ mod tests {
         assert!(transition(Status::Removing, Op::Remove).is_err());
         assert!(transition(Status::Removing, Op::Start).is_err());
         assert!(transition(Status::Created, Op::Exit).is_err());
+    }
+
+    #[test]
+    fn pause_and_unpause() {
+        assert_eq!(transition(Status::Running, Op::Pause), Ok(Status::Paused));
+        assert_eq!(transition(Status::Paused, Op::Unpause), Ok(Status::Running));
+        assert_eq!(
+            transition(Status::Paused, Op::Pause),
+            Err(TransitionError::Illegal("is already paused".into()))
+        );
+        for s in [
+            Status::Created,
+            Status::Exited,
+            Status::Removing,
+            Status::Dead,
+        ] {
+            assert_eq!(
+                transition(s, Op::Pause),
+                Err(TransitionError::Illegal("is not running".into())),
+                "{s:?}"
+            );
+        }
+        assert!(transition(Status::Restarting, Op::Pause).is_err());
+        for s in [
+            Status::Created,
+            Status::Running,
+            Status::Exited,
+            Status::Restarting,
+        ] {
+            assert_eq!(
+                transition(s, Op::Unpause),
+                Err(TransitionError::Illegal("is not paused".into())),
+                "{s:?}"
+            );
+        }
+        // A paused container still has a process: it exits, is removed, is not restarted.
+        assert_eq!(transition(Status::Paused, Op::Exit), Ok(Status::Exited));
+        assert_eq!(transition(Status::Paused, Op::Remove), Ok(Status::Removing));
+        assert_eq!(
+            transition(Status::Paused, Op::Start),
+            Err(TransitionError::AlreadyThere)
+        );
     }
 }

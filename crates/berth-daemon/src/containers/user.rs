@@ -24,7 +24,7 @@ pub fn resolve(rootfs: &Path, spec: &str) -> ServiceResult<ResolvedUser> {
     resolve_in(&passwd, &group, spec)
 }
 
-fn resolve_in(passwd: &str, group: &str, spec: &str) -> ServiceResult<ResolvedUser> {
+pub(crate) fn resolve_in(passwd: &str, group: &str, spec: &str) -> ServiceResult<ResolvedUser> {
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),

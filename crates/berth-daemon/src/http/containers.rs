@@ -8,14 +8,16 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use berth_api::models::{ContainerCreateBody, ContainerCreateResponse};
+use berth_api::models::{
+    ContainerCreateBody, ContainerCreateResponse, ContainerUpdateBody, ContainerUpdateResponse,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::stream::{self, Hijacked};
 use super::{ApiVersion, AppState, QueryParams, json, parse_body};
 use crate::containers::summary::ListOptions;
-use crate::containers::{CreateRequest, LogsRequest, WaitCondition};
+use crate::containers::{CreateRequest, ExtractRequest, LogsRequest, StatsRequest, WaitCondition};
 use crate::error::{ServiceError, ServiceResult};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -35,6 +37,16 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/containers/{id}/logs", get(logs))
         .route("/containers/{id}/export", get(export))
         .route("/containers/{id}", delete(remove))
+        // Operating on running containers: pause, top, stats, update, archive (cp).
+        .route("/containers/{id}/pause", post(pause))
+        .route("/containers/{id}/unpause", post(unpause))
+        .route("/containers/{id}/top", get(top))
+        .route("/containers/{id}/stats", get(stats))
+        .route("/containers/{id}/update", post(update))
+        .route(
+            "/containers/{id}/archive",
+            get(archive_get).head(archive_head).put(archive_put),
+        )
 }
 
 type Query = RawQuery;
@@ -130,6 +142,129 @@ async fn restart(State(d): State<AppState>, Path(id): Path<String>, query: Query
     let p = q(&query);
     let result = async { d.restart_container(&id, p.int("t")?).await };
     no_content(result.await)
+}
+
+async fn pause(State(d): State<AppState>, Path(id): Path<String>) -> Response {
+    no_content(d.pause_container(&id).await)
+}
+
+async fn unpause(State(d): State<AppState>, Path(id): Path<String>) -> Response {
+    no_content(d.unpause_container(&id).await)
+}
+
+async fn top(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let p = q(&query);
+    match d.top_container(&id, p.get("ps_args").unwrap_or("")).await {
+        Ok(top) => json(StatusCode::OK, &top),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// One JSON document per sample, each flushed as it is taken.
+async fn stats(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let p = q(&query);
+    let request = StatsRequest {
+        stream: p.bool("stream", true),
+        one_shot: p.bool("one-shot", false),
+    };
+    if request.stream && request.one_shot {
+        return ServiceError::invalid("cannot have stream=true and one-shot=true").into_response();
+    }
+    let mut samples = match d.container_stats(&id, request) {
+        Ok(rx) => rx,
+        Err(e) => return e.into_response(),
+    };
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        while let Some(sample) = samples.recv().await {
+            if tx.send(stream::json_line(&sample)).await.is_err() {
+                break;
+            }
+        }
+    });
+    stream::channel_response(rx, "application/json")
+}
+
+async fn update(State(d): State<AppState>, Path(id): Path<String>, body: Bytes) -> Response {
+    let result = async {
+        let body: ContainerUpdateBody = parse_body(&body)?;
+        d.update_container(&id, body).await
+    };
+    match result.await {
+        Ok(warnings) => json(
+            StatusCode::OK,
+            &ContainerUpdateResponse {
+                warnings: Some(warnings),
+            },
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn archive_path(p: &QueryParams) -> ServiceResult<String> {
+    p.get("path")
+        .filter(|path| !path.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ServiceError::invalid("path is required"))
+}
+
+fn with_path_stat(
+    mut response: Response,
+    stat: &berth_api::archive::ContainerPathStat,
+) -> Response {
+    if let Ok(value) = axum::http::HeaderValue::from_str(&stat.to_header()) {
+        response
+            .headers_mut()
+            .insert(berth_api::archive::PATH_STAT_HEADER, value);
+    }
+    response
+}
+
+async fn archive_head(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let result = async {
+        let path = archive_path(&q(&query))?;
+        d.stat_container_path(&id, &path).await
+    };
+    match result.await {
+        Ok(stat) => with_path_stat(StatusCode::OK.into_response(), &stat),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The tar stream, with the path's stat in a header (sent before the first byte).
+async fn archive_get(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {
+    let path = match archive_path(&q(&query)) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let out = Box::new(stream::ChannelWriter(tx));
+    match d.archive_container_path(&id, &path, out).await {
+        Ok(stat) => with_path_stat(stream::channel_response(rx, "application/x-tar"), &stat),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn archive_put(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+    req: Request,
+) -> Response {
+    let p = q(&query);
+    let result = async {
+        let path = archive_path(&p)?;
+        let request = ExtractRequest {
+            no_overwrite_dir_non_dir: p.bool("noOverwriteDirNonDir", false),
+            copy_uid_gid: p.bool("copyUIDGID", false),
+        };
+        let body = stream::body_reader(req.into_body());
+        d.extract_to_container(&id, &path, request, body).await
+    };
+    match result.await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn rename(State(d): State<AppState>, Path(id): Path<String>, query: Query) -> Response {

@@ -11,6 +11,7 @@ mod docker_cli;
 mod exec;
 mod faults;
 mod network;
+mod operate;
 mod registry;
 mod util;
 mod volumes;
