@@ -100,12 +100,25 @@ if ! berth image inspect busybox:latest >/dev/null 2>&1; then
     berth import --change 'CMD ["sh"]' "$cache/busybox-rootfs.tar" busybox:latest >/dev/null
 fi
 
-say 'berth run --rm busybox echo "hello from berth"'
-berth run --rm busybox echo "hello from berth"
+say 'berth build -t hello-berth (a two-step Dockerfile on busybox)'
+hello_ctx=$(mktemp -d)
+trap 'rm -rf "$hello_ctx"' EXIT
+cat >"$hello_ctx/Dockerfile" <<'DOCKERFILE'
+FROM busybox
+COPY greeting.txt /greeting.txt
+RUN echo "built by berth on $(uname -m)" >> /greeting.txt
+CMD ["cat", "/greeting.txt"]
+DOCKERFILE
+echo "hello from berth" >"$hello_ctx/greeting.txt"
+berth build -q -t hello-berth "$hello_ctx" >/dev/null
+
+say 'berth run --rm hello-berth'
+berth run --rm hello-berth
 
 cat <<'NEXT'
 
 berth is ready. Next steps:
+  berth build -t myimage .                             # build a Dockerfile
   berth run -d --name web busybox httpd -f -p 8080     # a detached container
   berth ps                                             # list running containers
   berth logs -f web                                    # follow its output
