@@ -98,6 +98,32 @@ class DockerPyTest(unittest.TestCase):
         c = self.client.containers.run("busybox", ["sh", "-c", "exit 4"], detach=True)
         self.assertEqual(c.wait(timeout=30)["StatusCode"], 4)
 
+    def test_build_from_a_directory_and_a_fileobj(self):
+        import io
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as ctx:
+            with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+                f.write("FROM busybox\nARG WHO\nCOPY msg.txt /msg.txt\n"
+                        "RUN echo \"for $WHO\" >> /msg.txt\nCMD [\"cat\", \"/msg.txt\"]\n")
+            with open(os.path.join(ctx, "msg.txt"), "w") as f:
+                f.write("built\n")
+            image, logs = self.client.images.build(
+                path=ctx, tag="pybuilt:1", buildargs={"WHO": "docker-py"}, rm=True)
+        # docker-py finds the ID in the "Successfully built" line or the aux message.
+        self.assertTrue(image.id.startswith("sha256:"))
+        self.assertIn("pybuilt:1", image.tags)
+        text = "".join(chunk.get("stream", "") for chunk in logs)
+        self.assertIn("Step 1/5 : FROM busybox", text)
+        out = self.client.containers.run("pybuilt:1", remove=True)
+        self.assertEqual(out, b"built\nfor docker-py\n")
+
+        dockerfile = io.BytesIO(b"FROM busybox\nRUN exit 7\n")
+        with self.assertRaises(docker.errors.BuildError) as failed:
+            self.client.images.build(fileobj=dockerfile, tag="pybroken:1")
+        self.assertIn("non-zero code: 7", str(failed.exception))
+        self.client.images.remove("pybuilt:1")
+
 
 if __name__ == "__main__":
     unittest.main()
