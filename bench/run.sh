@@ -17,7 +17,12 @@
 #   NSTART=100            containers for the "start N with run -d" row
 #   NPS=1000              created containers for the `ps -a` row (0 = skip)
 #   SKIP_DOCKER=1         skip dockerd rows          SKIP_PODMAN=1   skip podman rows
-#   SKIP_BUILD=1          use the existing target/release binaries
+#   SKIP_BUILD=1          use the existing release binaries (in $CARGO_TARGET_DIR, default target/)
+#   CARGO_TARGET_DIR=dir  where the release build goes and the binaries are taken from
+#   BERTH_BRIDGE=bbench0 BERTH_POOL=base=10.215.0.0/22,size=24
+#                         the benchmark berthd's default bridge and address pool (private, so that
+#                         it never shares kernel state with other daemons; the traced berthd of the
+#                         breakdown uses bbencht0 and the next /22); removed again at teardown
 #   BREAKDOWN=0           skip the strace phase breakdown (default 1)
 #   BREAKDOWN_RUNS=10     traced `run --rm` runs per CLI for the breakdown
 #   RESULTS=dir           where results go (default /tmp/berth-bench-results-<date>)
@@ -31,6 +36,12 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+BERTH_BRIDGE=${BERTH_BRIDGE:-bbench0}
+BERTH_POOL=${BERTH_POOL:-base=10.215.0.0/22,size=24}
+TRACED_BRIDGE=bbencht0
+TRACED_POOL=base=10.215.4.0/22,size=24
+BRIDGES_BEFORE=""
 RUNS=${RUNS:-20}
 WARMUP=${WARMUP:-3}
 NCONT=${NCONT:-50}
@@ -189,21 +200,21 @@ api_create_many() {  # sock n prefix
 # ------------------------------------------------------------------ setup ---
 build() {
   if [ "${SKIP_BUILD:-0}" = 1 ]; then
-    log "SKIP_BUILD=1: using existing $REPO/target/release binaries"
+    log "SKIP_BUILD=1: using existing $TARGET_DIR/release binaries"
   else
     log "cargo build --release (berth-daemon, berth-runtime, berth-cli)"
     local cargo=cargo as=()
     command -v cargo >/dev/null || cargo=${SUDO_USER:+$(getent passwd "$SUDO_USER" | cut -d: -f6)}/.cargo/bin/cargo
     # under sudo, build as the invoking user so target/ does not become root-owned
     [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && as=(sudo -u "$SUDO_USER" --preserve-env=PATH)
-    (cd "$REPO" && "${as[@]}" "$cargo" build --release -p berth-daemon -p berth-runtime -p berth-cli) \
+    (cd "$REPO" && "${as[@]}" env CARGO_TARGET_DIR="$TARGET_DIR" "$cargo" build --release -p berth-daemon -p berth-runtime -p berth-cli) \
       >"$LOGS/build.log" 2>&1 || { log "release build failed:"; tail -20 "$LOGS/build.log" >&2; exit 1; }
   fi
   mkdir -p "$BIN"
   local b
   # private copies: a concurrent build cannot swap the binaries under a running measurement
   for b in berthd berth-shim berth; do
-    cp "$REPO/target/release/$b" "$BIN/$b" || { log "missing $REPO/target/release/$b"; exit 1; }
+    cp "$TARGET_DIR/release/$b" "$BIN/$b" || { log "missing $TARGET_DIR/release/$b"; exit 1; }
   done
 }
 
@@ -255,7 +266,8 @@ BERTH_RUN_VIA="" BERTH_PS_VIA="" BERTH_RMF_VIA=""
 
 start_berthd() {  # socket data-root exec-root logfile [wrapper...]  -> sets REPLY to the PID
   local sock=$1 root=$2 exec=$3 logf=$4; shift 4
-  "$@" "$BIN/berthd" -H "unix://$sock" --data-root "$root" --exec-root "$exec" >"$logf" 2>&1 &
+  "$@" "$BIN/berthd" -H "unix://$sock" --data-root "$root" --exec-root "$exec" \
+    --bridge-name "$BERTH_BRIDGE" --default-address-pool "$BERTH_POOL" >"$logf" 2>&1 &
   REPLY=$!
   STARTED_PIDS+=("$REPLY")
 }
@@ -415,7 +427,8 @@ berth_breakdown() {
   local sc="execve,clone,clone3,vfork,unshare,setns,mount,umount2,pivot_root,seccomp,rmdir,unlinkat,fsync,fdatasync,exit_group,sendto,writev,write,wait4"
   local scc="execve,connect,sendto,recvfrom,write,writev,read,exit_group"
   strace -f --seccomp-bpf -tt -T -s 200 -e trace="$sc" -o "$tr/daemon.strace" \
-    "$BIN/berthd" -H "unix://$tsock" --data-root "$tdir/root" --exec-root "$tdir/r" >"$LOGS/berthd.traced.log" 2>&1 &
+    "$BIN/berthd" -H "unix://$tsock" --data-root "$tdir/root" --exec-root "$tdir/r" \
+    --bridge-name "$TRACED_BRIDGE" --default-address-pool "$TRACED_POOL" >"$LOGS/berthd.traced.log" 2>&1 &
   STRACE_PID=$!
   STARTED_PIDS+=("$STRACE_PID")
   wait_api "$tsock" "$STRACE_PID" >/dev/null || { log "traced berthd did not come up"; return 1; }
@@ -501,8 +514,11 @@ def analyse(client_path, daemon):
     unshares = [e for e in d if e[0] in (interm_pid, init_pid) and re.match(r'(unshare|setns)\(', e[3])]
     init_ev = [e for e in d if e[0] == init_pid and (not shim_ok or e[1] <= shim_ok[1])]
     pivot = next((e for e in init_ev if e[3].startswith('pivot_root(')), None)
+    # the filter is loaded by the shim's executor right before the command's execve (a
+    # program the daemon compiled once); libcontainer's own path (libseccomp probes and a
+    # compile in the init, before "ok") only runs for profiles with a notify action
     sc_probe = next((e for e in init_ev if e[3].startswith('seccomp(')), None)
-    seccomp = next((e for e in init_ev if e[3].startswith('seccomp(SECCOMP_SET_MODE_FILTER') and 'filter=' in e[3]), None)
+    seccomp = next((e for e in d if e[0] == init_pid and e[3].startswith('seccomp(SECCOMP_SET_MODE_FILTER') and 'filter=' in e[3]), None)
     ctr_exec = None
     for e in d:
         if e[3].startswith('execve(') and 'berth-shim' not in e[3].split(',')[0] and '= 0' in e[3]:
@@ -526,16 +542,14 @@ def analyse(client_path, daemon):
              ('shim: stdio, socket, libcontainer builder -> intermediate process', T(shim_fork), T(interm)),
              ('intermediate: cgroups (mkdir, attach, devices), namespaces -> init process', T(interm), T(init_clone)),
              ('init: rootfs mounts (/proc, /dev, /sys, ...) -> pivot_root', T(init_clone), T(pivot)),
-             ('init: pivot_root, masked/readonly paths, hostname, rlimits, caps -> seccomp set-up', T(pivot), T(sc_probe)),
-             ('init: seccomp filter (libseccomp compile of the default profile) -> loaded', T(sc_probe), T(seccomp, True)),
-             ('init ready -> shim reports "ok" to berthd', T(seccomp, True), T(shim_ok)),
-             ('"ok" -> Hello/Attach/Start to the shim -> exec of `true`', T(shim_ok), T(ctr_exec)),
+             ('init: pivot_root, masked/readonly paths, hostname, rlimits, caps -> shim reports "ok"', T(pivot), T(shim_ok)),
+             ('"ok" -> Hello/Attach/Start to the shim, seccomp filter load -> exec of `true`', T(shim_ok), T(ctr_exec)),
              ('`true` runs', T(ctr_exec), T(ctr_exit)),
-             ('exit noticed by the shim, exit.json fsync -> Exit sent to berthd', T(ctr_exit), T(exit_sent)),
-             ('Delete: libcontainer delete -> first cgroup rmdir', T(exit_sent), T(rmdir)),
+             ('exit noticed by the shim, exit.json written -> Exit sent to berthd', T(ctr_exit), T(exit_sent)),
+             ('Delete: libcontainer state removed -> first cgroup rmdir', T(exit_sent), T(rmdir)),
              ('cgroup rmdir, socket cleanup -> shim exits', T(rmdir), T(shim_gone)),
-             ('rootfs umount2 (MNT_DETACH)', T(shim_gone), T(umount, True)),
-             ('state commits, rm -rf snapshot and dirs -> wait reply', T(umount, True), T(wd)),
+             ('rootfs umount2 syscall (MNT_DETACH; the layer is volatile, no sync)', T(umount), T(umount, True)),
+             ('network detach, state commits -> wait reply (files deleted after it)', T(umount, True), T(wd)),
              ('wait reply -> CLI exits', T(wd), t_exit)]
     res = {}
     for name, a, b in marks:
@@ -544,6 +558,8 @@ def analyse(client_path, daemon):
     res['  start request -> 204 reply'] = ((sr[1] - ss[1]) * 1000) if (sr and ss) else None
     res['  of which: first cgroup.procs write (cgroup v1 attach)'] = max([(e[2] - e[1]) * 1000 for e in attach] or [0]) if attach else None
     res['  of which: unshare/setns (new namespaces) total'] = sum(e[2] - e[1] for e in unshares) * 1000 if unshares else None
+    res['  of which: seccomp filter load (seccomp syscall)'] = ((seccomp[2] - seccomp[1]) * 1000) if seccomp else None
+    res['  of which: libseccomp in the init (only profiles with a notify action)'] = ((seccomp[1] - sc_probe[1]) * 1000) if (seccomp and sc_probe) else None
     res['  of which: overlay mount syscall'] = ((mount[2] - mount[1]) * 1000) if mount else None
     res['  of which: spawn of the shim (clone3 CLONE_VFORK -> execve)'] = ((shim_exec[1] - vfork[1]) * 1000) if (vfork and shim_exec) else None
     res['  unlinkat (rm -rf of dirs): total time'] = sum(e[2] - e[1] for e in unlinks) * 1000
@@ -864,6 +880,14 @@ teardown() {
     local left; left=$(ls -d /sys/fs/cgroup/*"$BERTH_CG_PARENT"/berth/* 2>/dev/null | grep -E '/[0-9a-f]{64}$' | head -3)
     [ -n "$left" ] && log "WARNING: berth cgroups left: $left"
   fi
+  # berthd leaves its default bridge and nftables table when it stops, as dockerd does; ours
+  # have private names, and are removed unless they were there before the run
+  local br
+  for br in "$BERTH_BRIDGE" "$TRACED_BRIDGE"; do
+    [[ " $BRIDGES_BEFORE " == *" $br "* ]] && continue
+    ip link delete "$br" 2>/dev/null && log "removed bridge $br"
+    nft delete table inet "$br" 2>/dev/null
+  done
   # network state: dockerd runs with --iptables=false --ip-forward=false --bridge=none and
   # docker_stop reverts what changed while it ran; a change outside that window is not ours
   # (other work on a shared host), so it is only reported
@@ -924,6 +948,7 @@ main() {
   findmnt -rn -o TARGET | sort -u >"$RESULTS/mounts.before"
   local p; for p in $SYSTEM_DIRS; do [ -e "$p" ] && SYSTEM_DIRS_BEFORE+=" $p"; done
   IPFWD_BEFORE=$(sysctl -n net.ipv4.ip_forward)
+  for p in "$BERTH_BRIDGE" "$TRACED_BRIDGE"; do ip link show "$p" >/dev/null 2>&1 && BRIDGES_BEFORE+=" $p"; done
   FWD_POLICY_BEFORE=$(iptables -S FORWARD 2>/dev/null | awk '/^-P FORWARD/{print $3}')
   trap teardown EXIT
   trap 'exit 130' INT TERM

@@ -9,9 +9,7 @@ use std::time::Instant;
 use berth_build::context::{ContextIndex, IgnoreMatcher};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args()
-        .nth(1)
-        .ok_or("usage: hash_context DIR")?;
+    let dir = std::env::args().nth(1).ok_or("usage: hash_context DIR")?;
     let dir = std::path::Path::new(&dir);
     let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
         Ok(text) => IgnoreMatcher::from_dockerignore(&text)?,

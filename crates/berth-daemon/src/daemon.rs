@@ -38,7 +38,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Opens the store and recovers containers.
+    /// Opens the store, recovers containers and starts those their restart policy wants.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Daemon>> {
         for dir in [&config.data_root, &config.exec_root] {
             std::fs::create_dir_all(dir)?;
@@ -70,6 +70,7 @@ impl Daemon {
         });
         daemon.recover_containers().await?;
         daemon.restore_container_networks().await;
+        daemon.restart_containers_at_startup().await;
         Ok(daemon)
     }
 

@@ -105,17 +105,17 @@ impl ExecTable {
             .ok_or_else(|| ServiceError::not_found(format!("No such exec instance: {id}")))
     }
 
-    /// IDs of the execs of a container, for inspect's `ExecIDs`.
+    /// IDs of the unfinished execs of a container, for inspect's `ExecIDs` (moby drops an
+    /// exec from its container's list when it exits; healthcheck probes would pile up).
     pub fn of_container(&self, container_id: &str) -> Vec<String> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .1
             .iter()
             .filter(|id| {
-                inner
-                    .0
-                    .get(*id)
-                    .is_some_and(|e| e.container_id == container_id)
+                inner.0.get(*id).is_some_and(|e| {
+                    e.container_id == container_id && !matches!(e.get().0, ExecStatus::Exited(_))
+                })
             })
             .cloned()
             .collect()

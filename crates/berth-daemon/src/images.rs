@@ -349,9 +349,7 @@ impl Daemon {
             .map(|r| Reference::parse(r).map(|r| r.with_default_tag()))
             .transpose()?;
         let mut config = oci_spec::image::Config::default();
-        for change in changes {
-            crate::changes::apply(&mut config, change)?;
-        }
+        crate::changes::apply_to_oci(&mut config, changes)?;
         let mut image_config = oci_spec::image::ImageConfiguration::default();
         image_config.set_config(Some(config));
         let store = self.store.clone();

@@ -26,7 +26,8 @@ fn uname() -> (String, String) {
     (release, node)
 }
 
-fn go_arch() -> &'static str {
+/// The host's architecture as Go and OCI name it.
+pub(crate) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

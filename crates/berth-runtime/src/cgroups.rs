@@ -1,9 +1,10 @@
 //! Cgroup helpers: where to nest container cgroups, leftover cleanup, OOM detection.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::{Result, RuntimeError};
 
@@ -177,6 +178,113 @@ pub fn oom_kill_count(cgroup_path: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// How often [`MigrationWarmup`] takes the migration lock: well within one RCU grace period.
+const WARMUP_INTERVAL: Duration = Duration::from_millis(2);
+/// A [`MigrationWarmup`] that is never dropped stops by itself after this long.
+const WARMUP_LIMIT: Duration = Duration::from_secs(2);
+
+/// Keeps the kernel's cgroup-migration lock ready while a container is being created.
+///
+/// Moving a task into a cgroup takes the global `cgroup_threadgroup_rwsem` for writing.
+/// Unless the cgroup hierarchy was mounted with `favordynmods`, that lock rests on its
+/// readers' fast path, and the first writer waits an RCU grace period (7–25 ms on the
+/// benchmark host) to switch it over; writers that follow within a grace period of the
+/// previous one do not wait. The runtime pays that wait when it moves a new container's
+/// first process into its cgroups, in the middle of the start.
+///
+/// This guard runs a thread that moves itself into the cgroup it already belongs to
+/// every few milliseconds: a migration that changes nothing but takes the lock. The
+/// first one waits out the grace period in the background while the caller prepares
+/// the container; the runtime's own move then finds the lock switched over. Dropping
+/// the guard stops the thread, which also stops by itself after two seconds. On hosts
+/// where the lock has no slow switch this costs a few cheap writes.
+#[derive(Debug)]
+pub struct MigrationWarmup {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl MigrationWarmup {
+    /// Starts the warm-up thread; `None` if the thread cannot be started. Without a cgroup
+    /// file to write the thread ends at once; either way the start is only slower.
+    pub fn start() -> Option<MigrationWarmup> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("cgroup-warmup".into())
+            .spawn(move || {
+                let Some((file, id)) = hierarchies().ok().and_then(|h| own_membership_file(&h))
+                else {
+                    return;
+                };
+                let Ok(mut file) = fs::OpenOptions::new().write(true).open(&file) else {
+                    return;
+                };
+                let (lock, wake) = &*flag;
+                let deadline = Instant::now() + WARMUP_LIMIT;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while !*stopped && Instant::now() < deadline {
+                    drop(stopped);
+                    if file.write_all(id.as_bytes()).is_err() {
+                        return;
+                    }
+                    stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    if !*stopped {
+                        stopped = wake
+                            .wait_timeout(stopped, WARMUP_INTERVAL)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            })
+            .ok()?;
+        Some(MigrationWarmup { stop })
+    }
+}
+
+impl Drop for MigrationWarmup {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+    }
+}
+
+/// For the calling thread: the membership file of the cgroup it is in and what to write
+/// there to join it again. On cgroup v1 that is the thread itself in `tasks` (only this
+/// thread is ever moved); on a unified-only host the process in `cgroup.procs`.
+fn own_membership_file(hierarchies: &[Hierarchy]) -> Option<(PathBuf, String)> {
+    let data = fs::read_to_string("/proc/thread-self/cgroup").ok()?;
+    let mut unified = None;
+    for line in data.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            unified = hierarchies
+                .iter()
+                .find(|h| h.unified)
+                .map(|h| dir_in(h, path).join("cgroup.procs"));
+            continue;
+        }
+        let mut wanted: Vec<&str> = controllers.split(',').collect();
+        wanted.sort_unstable();
+        let found = hierarchies.iter().find(|h| {
+            let mut have: Vec<&str> = h.controllers.iter().map(String::as_str).collect();
+            have.sort_unstable();
+            !h.unified && have == wanted
+        });
+        if let Some(h) = found {
+            return Some((
+                dir_in(h, path).join("tasks"),
+                nix::unistd::gettid().to_string(),
+            ));
+        }
+    }
+    unified.map(|f| (f, std::process::id().to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +316,19 @@ mod tests {
     fn this_host_has_a_parent() {
         let p = daemon_cgroup_parent().unwrap();
         assert!(p.starts_with('/'), "{p}");
+    }
+
+    #[test]
+    fn warmup_rejoins_its_own_cgroup() {
+        let before = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let (file, id) = own_membership_file(&hierarchies().unwrap()).unwrap();
+        assert!(file.exists(), "{}", file.display());
+        assert!(id.parse::<u32>().is_ok());
+        let warmup = MigrationWarmup::start().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        drop(warmup);
+        // Nothing moved: this process is where it was.
+        assert_eq!(fs::read_to_string("/proc/self/cgroup").unwrap(), before);
     }
 
     #[test]

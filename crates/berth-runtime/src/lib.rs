@@ -7,9 +7,11 @@
 //! * [`client`] is the async client the daemon uses to spawn and talk to shims.
 //! * [`logs`] reads (and, for the shim, writes) Docker's json-file log format.
 //! * [`cgroups`] finds where to nest container cgroups and removes leftovers.
+//! * [`bpf`] compiles seccomp profiles once, for the shim to load into each container.
 //!
 //! Nothing in here knows about images, registries, HTTP or Docker API types.
 
+pub mod bpf;
 pub mod cgroups;
 pub mod client;
 mod error;

@@ -101,6 +101,43 @@ fn parse_kernel(v: &str) -> Option<(u32, u32)> {
     ))
 }
 
+/// A translation and what it was made from.
+struct Translation {
+    profile: String,
+    caps: Vec<String>,
+    arch: HostArch,
+    seccomp: LinuxSeccomp,
+}
+
+/// Translations kept: a daemon sees a few profiles and capability sets.
+const TRANSLATIONS_KEPT: usize = 16;
+
+static TRANSLATIONS: std::sync::Mutex<Vec<Translation>> = std::sync::Mutex::new(Vec::new());
+
+/// [`translate`], remembering the last few results: every container start translates
+/// (and so parses) the 60 KB default profile otherwise.
+pub fn translate_cached(profile: &str, caps: &[String], arch: &HostArch) -> Result<LinuxSeccomp> {
+    let lock = || TRANSLATIONS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = lock()
+        .iter()
+        .find(|t| t.caps == caps && t.arch == *arch && t.profile == profile)
+    {
+        return Ok(t.seccomp.clone());
+    }
+    let seccomp = translate(profile, caps, arch)?;
+    let mut kept = lock();
+    if kept.len() >= TRANSLATIONS_KEPT {
+        kept.remove(0);
+    }
+    kept.push(Translation {
+        profile: profile.to_string(),
+        caps: caps.to_vec(),
+        arch: arch.clone(),
+        seccomp: seccomp.clone(),
+    });
+    Ok(seccomp)
+}
+
 /// Translates a Docker seccomp profile for a container with capabilities `caps`
 /// (`CAP_*` names) on `arch`.
 ///
@@ -288,6 +325,20 @@ mod tests {
         assert!(rules_with(&s, "a").is_empty());
         assert_eq!(rules_with(&s, "b").len(), 1);
         assert!(s.architectures().is_none());
+    }
+
+    #[test]
+    fn cached_translation_matches_and_keys_on_capabilities() {
+        let plain = translate_cached(DEFAULT_PROFILE, &[], &amd64()).unwrap();
+        assert_eq!(plain, translate(DEFAULT_PROFILE, &[], &amd64()).unwrap());
+        assert_eq!(
+            translate_cached(DEFAULT_PROFILE, &[], &amd64()).unwrap(),
+            plain
+        );
+        let admin = translate_cached(DEFAULT_PROFILE, &["CAP_SYS_ADMIN".into()], &amd64()).unwrap();
+        assert!(!rules_with(&admin, "mount").is_empty());
+        assert!(rules_with(&plain, "mount").is_empty());
+        assert!(translate_cached("{", &[], &amd64()).is_err());
     }
 
     #[test]

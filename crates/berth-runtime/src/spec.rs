@@ -350,14 +350,19 @@ pub fn generate(cfg: &RunConfig) -> Result<Spec> {
     generate_for_host(cfg, &HostInfo::detect())
 }
 
-/// Writes `spec` as `config.json` into the bundle directory `dir` (created if missing).
+/// Writes `spec` as `config.json` into the bundle directory `dir` (created if missing),
+/// with its seccomp filter precompiled beside it ([`crate::bpf`]).
 pub fn write_bundle(dir: &Path, spec: &Spec) -> Result<()> {
     fs::create_dir_all(dir)
         .map_err(|e| RuntimeError::io(format!("create bundle dir {}", dir.display()), e))?;
     let path = dir.join("config.json");
     let data = serde_json::to_vec_pretty(spec)
         .map_err(|e| RuntimeError::InvalidConfig(format!("serialize spec: {e}")))?;
-    fs::write(&path, data).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
+    fs::write(&path, data).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))?;
+    crate::bpf::write_program(
+        dir,
+        spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+    )
 }
 
 /// Normalises a capability name: upper case with the `CAP_` prefix; `ALL` stays `ALL`.
@@ -757,7 +762,7 @@ pub fn generate_for_host(cfg: &RunConfig, host: &HostInfo) -> Result<Spec> {
         };
         if let Some(profile) = profile {
             let translated =
-                seccomp::translate(profile, &caps, &seccomp::HostArch::detect(host.kernel))?;
+                seccomp::translate_cached(profile, &caps, &seccomp::HostArch::detect(host.kernel))?;
             linux["seccomp"] = serde_json::to_value(translated)
                 .map_err(|e| RuntimeError::InvalidConfig(format!("seccomp profile: {e}")))?;
         }

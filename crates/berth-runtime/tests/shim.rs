@@ -582,3 +582,87 @@ async fn privileged_gets_the_bounding_set_and_default_is_confined() {
         }
     }
 }
+
+/// The default profile reaches the container as the daemon's precompiled program (for
+/// the built-in runtime) or through runc: either way the command runs filtered, with
+/// no_new_privs unset and without the capability the shim needs to install the program.
+#[tokio::test]
+async fn seccomp_is_enforced_without_extra_capabilities() {
+    for rt in runtimes() {
+        for uid in [0, 1000] {
+            let mut fx = Fixture::new(rt.clone());
+            let mut cfg = fx.config(&[
+                "sh",
+                "-c",
+                "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm):' /proc/self/status",
+            ]);
+            cfg.user.uid = uid;
+            cfg.user.gid = uid;
+            let client = fx.spawn(&cfg).await.unwrap();
+            let config = fs::read_to_string(fx.path("bundle/config.json")).unwrap();
+            if rt.is_none() {
+                assert!(fx.path("bundle/seccomp.bpf").exists());
+                assert!(
+                    !config.contains("\"seccomp\""),
+                    "libcontainer got the profile to compile"
+                );
+            } else {
+                assert!(config.contains("\"seccomp\""), "runc lost the profile");
+            }
+            let mut attach = client.attach(false, true, true).await.unwrap();
+            client.start().await.unwrap();
+            let (out, err) = collect(&mut attach).await;
+            let out = String::from_utf8_lossy(&out).into_owned();
+            assert_eq!(
+                within("wait", client.wait()).await.unwrap().code,
+                0,
+                "{rt:?} uid {uid}: {out} {}",
+                String::from_utf8_lossy(&err)
+            );
+            let field = |name: &str| {
+                out.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_else(|| panic!("{rt:?} uid {uid}: no {name} in {out}"))
+            };
+            assert_eq!(field("Seccomp:"), "2", "{rt:?} uid {uid}: not filtered");
+            assert_eq!(field("NoNewPrivs:"), "0", "{rt:?} uid {uid}");
+            let (eff, prm) = (field("CapEff:"), field("CapPrm:"));
+            if uid == 0 {
+                assert_eq!(eff, "00000000a80425fb", "{rt:?}: docker's default set");
+                assert_eq!(prm, "00000000a80425fb", "{rt:?}: docker's default set");
+            } else {
+                assert_eq!(eff, "0000000000000000", "{rt:?} uid {uid}");
+                assert_eq!(prm, "0000000000000000", "{rt:?} uid {uid}");
+            }
+            fx.delete(&client).await;
+        }
+    }
+}
+
+/// A denied system call fails with the profile's errno in a container started from
+/// the precompiled program.
+#[tokio::test]
+async fn precompiled_filter_denies_what_the_profile_denies() {
+    let mut fx = Fixture::new(None);
+    // Creating a user namespace needs no capability, but Docker's profile only allows
+    // `unshare` to containers with CAP_SYS_ADMIN.
+    let cfg = fx.config(&["busybox", "unshare", "-U", "true"]);
+    let client = fx.spawn(&cfg).await.unwrap();
+    let mut attach = client.attach(false, true, true).await.unwrap();
+    client.start().await.unwrap();
+    let (out, err) = collect(&mut attach).await;
+    let status = within("wait", client.wait()).await.unwrap();
+    let err = String::from_utf8_lossy(&err);
+    assert_ne!(
+        status.code,
+        0,
+        "unshare -U ran: {}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        err.contains("Operation not permitted") || err.contains("not permitted"),
+        "unexpected error: {err}"
+    );
+    fx.delete(&client).await;
+}

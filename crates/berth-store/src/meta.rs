@@ -2,7 +2,7 @@
 //! store so that each multi-step change (a new image with its names, a snapshot commit, a
 //! removal) is one atomic write transaction.
 //!
-//! # Schema (version 1)
+//! # Schema (version 2)
 //!
 //! | table       | key                                   | value                                          |
 //! |-------------|---------------------------------------|------------------------------------------------|
@@ -11,11 +11,18 @@
 //! | `images`    | `&str`: image id = config digest `sha256:<hex>` | `&[u8]`: JSON [`ImageRecord`]        |
 //! | `names`     | `&str`: full reference, e.g. `docker.io/library/busybox:latest` (or `name@sha256:…`) | `&str`: image id |
 //! | `snapshots` | `&str`: snapshot name or key: a ChainID `sha256:<hex>` for committed layer snapshots, `extract-<rand>-<chainid>` while a layer is being applied, `container-<id>` for a container's writable layer | `&[u8]`: JSON [`SnapshotRecord`] `{id, kind: "committed"|"active"|"view", parent, created, size}` |
+//! | `snapshot_children` | `(&str, &str)`: (parent key, child key) | `()`: an index of `snapshots` by parent, so that "is this snapshot a parent?" is one lookup |
 //! | `records`   | `(&str, &str)`: (kind, id), e.g. `("container", "<64 hex>")` | `&[u8]`: opaque bytes owned by the caller (the daemon) |
 //!
+//! Record kinds the store itself reads: `build-cache` (id: a build step's cache key; value:
+//! JSON [`crate::BuildCacheRecord`], whose layers garbage collection keeps). The daemon's
+//! kinds are `container`, `container-networks`, `network`, `volume` and `build-result`.
 //! A snapshot's files live in `<root>/snapshots/<id>/{fs,work}` where `<id>` is the
 //! record's number. On open the `schema_version` key is created if missing and a newer
-//! version is refused.
+//! version is refused. Version 2 added `snapshot_children`; a version-1 database is
+//! upgraded on open by indexing its snapshots. The index is maintained by
+//! [`WriteTx::put_snapshot`] and [`WriteTx::delete_snapshot`], the only writers of
+//! `snapshots`, so the two tables change in the same transactions.
 
 use std::path::{Path, PathBuf};
 
@@ -27,12 +34,14 @@ use crate::image::ImageRecord;
 use crate::snapshot::SnapshotRecord;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+const SNAPSHOT_CHILDREN: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("snapshot_children");
 const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
 
 const KEY_SCHEMA_VERSION: &str = "schema_version";
@@ -67,6 +76,12 @@ fn to_json<T: serde::Serialize>(what: &str, v: &T) -> Result<Vec<u8>> {
 
 fn from_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::json(format!("decode {what}"), e))
+}
+
+/// The parent named by the stored snapshot record `bytes` of `key`.
+fn parent_of(key: &str, bytes: &[u8]) -> Result<Option<String>> {
+    let rec: SnapshotRecord = from_json(&format!("snapshot record {key}"), bytes)?;
+    Ok(rec.parent)
 }
 
 /// Read accessors shared by [`ReadTx`] and [`WriteTx`]; both open the same tables.
@@ -118,6 +133,16 @@ macro_rules! read_methods {
             let v = t.get(key)?;
             v.map(|g| from_json(&format!("snapshot record {key}"), g.value()))
                 .transpose()
+        }
+
+        /// Whether any snapshot has `key` as its parent.
+        pub fn has_children(&self, key: &str) -> Result<bool> {
+            let t = self.txn.open_table(SNAPSHOT_CHILDREN)?;
+            let mut after = t.range((key, "")..)?;
+            Ok(match after.next() {
+                Some(row) => row?.0.value().0 == key,
+                None => false,
+            })
         }
 
         /// Every (key, snapshot record) pair.
@@ -192,18 +217,42 @@ impl WriteTx<'_> {
         old.map(|g| Digest::parse(g.value())).transpose()
     }
 
-    /// Inserts or replaces a snapshot record.
+    /// Inserts or replaces a snapshot record, keeping the parent index in step.
     pub fn put_snapshot(&self, key: &str, rec: &SnapshotRecord) -> Result<()> {
         let bytes = to_json("snapshot record", rec)?;
-        self.txn
-            .open_table(SNAPSHOTS)?
-            .insert(key, bytes.as_slice())?;
+        let old_parent = {
+            let mut t = self.txn.open_table(SNAPSHOTS)?;
+            let old = t.insert(key, bytes.as_slice())?;
+            old.map(|g| parent_of(key, g.value()))
+                .transpose()?
+                .flatten()
+        };
+        let mut index = self.txn.open_table(SNAPSHOT_CHILDREN)?;
+        if let Some(old) = old_parent.as_deref()
+            && rec.parent.as_deref() != Some(old)
+        {
+            index.remove((old, key))?;
+        }
+        if let Some(parent) = rec.parent.as_deref() {
+            index.insert((parent, key), ())?;
+        }
         Ok(())
     }
 
-    /// Removes a snapshot record.
+    /// Removes a snapshot record and its entry in the parent index.
     pub fn delete_snapshot(&self, key: &str) -> Result<()> {
-        self.txn.open_table(SNAPSHOTS)?.remove(key)?;
+        let old_parent = {
+            let mut t = self.txn.open_table(SNAPSHOTS)?;
+            let old = t.remove(key)?;
+            old.map(|g| parent_of(key, g.value()))
+                .transpose()?
+                .flatten()
+        };
+        if let Some(parent) = old_parent.as_deref() {
+            self.txn
+                .open_table(SNAPSHOT_CHILDREN)?
+                .remove((parent, key))?;
+        }
         Ok(())
     }
 
@@ -239,7 +288,7 @@ impl MetaDb {
         meta.write(|tx| {
             let mut t = tx.txn.open_table(META)?;
             let found = t.get(KEY_SCHEMA_VERSION)?.map(|g| g.value());
-            match found {
+            let upgrade_from = match found {
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::SchemaTooNew {
                         path: path.to_path_buf(),
@@ -247,16 +296,32 @@ impl MetaDb {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {}
+                Some(v) if v < SCHEMA_VERSION => Some(v),
+                Some(_) => None,
                 None => {
                     t.insert(KEY_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                    None
                 }
-            }
+            };
             drop(t);
             tx.txn.open_table(IMAGES)?;
             tx.txn.open_table(NAMES)?;
             tx.txn.open_table(SNAPSHOTS)?;
+            tx.txn.open_table(SNAPSHOT_CHILDREN)?;
             tx.txn.open_table(RECORDS)?;
+            if upgrade_from.is_some() {
+                // Version 1 had no index of snapshots by parent.
+                let mut index = tx.txn.open_table(SNAPSHOT_CHILDREN)?;
+                for (key, rec) in tx.snapshots()? {
+                    if let Some(parent) = rec.parent.as_deref() {
+                        index.insert((parent, key.as_str()), ())?;
+                    }
+                }
+                drop(index);
+                tx.txn
+                    .open_table(META)?
+                    .insert(KEY_SCHEMA_VERSION, SCHEMA_VERSION)?;
+            }
             Ok(())
         })?;
         Ok(meta)
@@ -349,6 +414,78 @@ mod tests {
         });
         assert!(r.is_err());
         assert!(db.get_record("k", "1").unwrap().is_none());
+    }
+
+    fn snapshot(id: u64, parent: Option<&str>) -> SnapshotRecord {
+        SnapshotRecord {
+            id,
+            kind: crate::snapshot::SnapshotKind::Committed,
+            parent: parent.map(str::to_string),
+            created: chrono::Utc::now(),
+            size: None,
+        }
+    }
+
+    #[test]
+    fn parent_index_follows_snapshot_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open(&dir.path().join("meta.redb")).unwrap();
+        let children = |key: &str| db.read(|tx| tx.has_children(key)).unwrap();
+        db.write(|tx| {
+            tx.put_snapshot("a", &snapshot(1, None))?;
+            tx.put_snapshot("ab", &snapshot(2, Some("a")))?;
+            tx.put_snapshot("b", &snapshot(3, None))
+        })
+        .unwrap();
+        assert!(children("a"));
+        // A key that sorts right after "a" must not count as its child.
+        assert!(!children("ab"));
+        assert!(!children("b"));
+        // Re-parenting moves the index entry.
+        db.write(|tx| tx.put_snapshot("ab", &snapshot(2, Some("b"))))
+            .unwrap();
+        assert!(!children("a"));
+        assert!(children("b"));
+        db.write(|tx| tx.delete_snapshot("ab")).unwrap();
+        assert!(!children("b"));
+        // A rolled-back transaction leaves the index as it was.
+        let r: Result<()> = db.write(|tx| {
+            tx.put_snapshot("c", &snapshot(4, Some("a")))?;
+            Err(StoreError::Meta("boom".into()))
+        });
+        assert!(r.is_err());
+        assert!(!children("a"));
+    }
+
+    #[test]
+    fn version_one_database_gets_the_parent_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let db = MetaDb::open(&path).unwrap();
+            db.write(|tx| {
+                tx.put_snapshot("base", &snapshot(1, None))?;
+                tx.put_snapshot("top", &snapshot(2, Some("base")))?;
+                // What a version-1 database looks like: no index, version 1.
+                tx.txn.delete_table(SNAPSHOT_CHILDREN)?;
+                tx.txn.open_table(META)?.insert(KEY_SCHEMA_VERSION, 1)?;
+                Ok(())
+            })
+            .unwrap();
+        }
+        let db = MetaDb::open(&path).unwrap();
+        assert!(db.read(|tx| tx.has_children("base")).unwrap());
+        assert!(!db.read(|tx| tx.has_children("top")).unwrap());
+        let version = db
+            .read(|tx| {
+                Ok(tx
+                    .txn
+                    .open_table(META)?
+                    .get(KEY_SCHEMA_VERSION)?
+                    .map(|g| g.value()))
+            })
+            .unwrap();
+        assert_eq!(version, Some(SCHEMA_VERSION));
     }
 
     #[test]

@@ -34,6 +34,21 @@ pub struct Mount {
     pub options: Vec<String>,
 }
 
+impl Mount {
+    /// This mount with overlay's `volatile` option when it has a writable upper layer:
+    /// the layer is never synced, not even at unmount, which otherwise syncs the whole
+    /// filesystem holding the upper directory. Only for layers that are thrown away with
+    /// their container: after a crash the kernel refuses to mount such a layer again.
+    /// Kernels before 5.10 reject the option (`EINVAL`).
+    pub fn volatile(mut self) -> Mount {
+        let has_upper = self.options.iter().any(|o| o.starts_with("upperdir="));
+        if self.kind == "overlay" && has_upper && !self.options.iter().any(|o| o == "volatile") {
+            self.options.push("volatile".to_string());
+        }
+        self
+    }
+}
+
 /// What a snapshot is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -298,22 +313,24 @@ impl Snapshotter {
 
     /// Removes a snapshot; refuses while other snapshots have it as parent.
     pub fn remove(&self, key: &str) -> Result<()> {
-        let rec = self.meta.write(|tx| {
-            let rec = tx
-                .get_snapshot(key)?
-                .ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))?;
-            if tx
-                .snapshots()?
-                .iter()
-                .any(|(_, r)| r.parent.as_deref() == Some(key))
-            {
-                return Err(StoreError::SnapshotInUse(key.to_string()));
-            }
-            tx.delete_snapshot(key)?;
-            Ok(rec)
-        })?;
-        // A crash before this point leaves an unrecorded directory that `open` removes.
-        remove_tree(&self.snapshot_dir(rec.id))
+        let files = self.meta.write(|tx| self.remove_in(tx, key))?;
+        files.delete()
+    }
+
+    /// The database half of [`Snapshotter::remove`], for callers that batch it with other
+    /// changes: deletes the record in `tx` and returns the files to delete once `tx` has
+    /// committed. A crash in between leaves an unrecorded directory, which `open` removes.
+    pub fn remove_in(&self, tx: &WriteTx, key: &str) -> Result<RemovedSnapshot> {
+        let rec = tx
+            .get_snapshot(key)?
+            .ok_or_else(|| StoreError::SnapshotNotFound(key.to_string()))?;
+        if tx.has_children(key)? {
+            return Err(StoreError::SnapshotInUse(key.to_string()));
+        }
+        tx.delete_snapshot(key)?;
+        Ok(RemovedSnapshot {
+            dir: self.snapshot_dir(rec.id),
+        })
     }
 
     /// Bytes used by the snapshot's own directory (hard links counted once).
@@ -324,6 +341,25 @@ impl Snapshotter {
             _ => dir_usage(&self.snapshot_dir(rec.id).join("fs")),
         }
     }
+}
+
+/// The files of a snapshot whose record is gone (see [`Snapshotter::remove_in`]).
+#[derive(Debug)]
+#[must_use = "the snapshot's files stay on disk until `delete` is called"]
+pub struct RemovedSnapshot {
+    dir: PathBuf,
+}
+
+impl RemovedSnapshot {
+    /// Deletes the snapshot's directory (missing is fine).
+    pub fn delete(self) -> Result<()> {
+        remove_tree(&self.dir)
+    }
+}
+
+/// The snapshot key of a container's writable layer, `container-<id>`.
+pub fn container_key(container_id: &str) -> String {
+    format!("container-{container_id}")
 }
 
 /// Removes a directory tree, making read-only directories writable first when needed.
@@ -526,6 +562,49 @@ mod tests {
         sn.remove("a").unwrap();
         assert!(sn.list().unwrap().is_empty());
         assert_eq!(fs::read_dir(&sn.dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn only_writable_overlays_become_volatile() {
+        let (_dir, sn) = setup();
+        sn.prepare("a-active", None).unwrap();
+        sn.commit("a", "a-active").unwrap();
+        let bind = sn.prepare("alone", None).unwrap().remove(0);
+        assert_eq!(bind.clone().volatile(), bind);
+        let upper = sn.prepare("c", Some("a")).unwrap().remove(0).volatile();
+        assert_eq!(upper.options.last().map(String::as_str), Some("volatile"));
+        assert_eq!(upper.clone().volatile(), upper);
+        sn.prepare("b-active", Some("a")).unwrap();
+        sn.commit("b", "b-active").unwrap();
+        let view = sn.view("v", Some("b")).unwrap().remove(0);
+        assert_eq!(view.kind, "overlay");
+        assert_eq!(view.clone().volatile(), view);
+    }
+
+    #[test]
+    fn remove_in_keeps_files_until_deleted_and_checks_children() {
+        let (_dir, sn) = setup();
+        sn.prepare("p-active", None).unwrap();
+        sn.commit("p", "p-active").unwrap();
+        sn.prepare(&container_key("c1"), Some("p")).unwrap();
+        let upper = sn.fs_dir(&container_key("c1")).unwrap();
+        let in_use = sn.meta.write(|tx| sn.remove_in(tx, "p").map(|_| ()));
+        assert!(matches!(in_use, Err(StoreError::SnapshotInUse(_))));
+        let files = sn
+            .meta
+            .write(|tx| sn.remove_in(tx, &container_key("c1")))
+            .unwrap();
+        assert!(!sn.exists(&container_key("c1")).unwrap());
+        assert!(upper.exists());
+        files.delete().unwrap();
+        assert!(!upper.exists());
+        // With its only child gone the parent can go.
+        sn.remove("p").unwrap();
+    }
+
+    #[test]
+    fn container_keys_match_the_stores() {
+        assert_eq!(container_key("abc"), crate::store::snapshot_key("abc"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! structs) and its dispatch.
 
 pub mod build;
+pub mod changes;
 pub mod completion;
 pub mod container;
 pub mod cp;
@@ -145,10 +146,14 @@ pub enum Cmd {
     Info(info::InfoArgs),
     /// Attach local standard input, output, and error streams to a running container
     Attach(run::AttachArgs),
+    /// Create a new image from a container's changes
+    Commit(changes::CommitArgs),
     /// Create a new container
     Create(run::CreateArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(cp::CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(changes::DiffArgs),
     /// Get real time events from the server
     Events(system::EventsArgs),
     /// Export a container's filesystem as a tar archive
@@ -222,10 +227,14 @@ pub enum Cmd {
 pub enum ContainerCmd {
     /// Attach local standard input, output, and error streams to a running container
     Attach(run::AttachArgs),
+    /// Create a new image from a container's changes
+    Commit(changes::CommitArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(cp::CpArgs),
     /// Create a new container
     Create(run::CreateArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(changes::DiffArgs),
     /// Execute a command in a running container
     Exec(exec::ExecArgs),
     /// Export a container's filesystem as a tar archive
@@ -376,7 +385,9 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Version(a) => info::version(ctx, a).await,
         Cmd::Info(a) => info::info(ctx, a).await,
         Cmd::Attach(a) => run::attach(ctx, a).await,
+        Cmd::Commit(a) => changes::commit(ctx, a).await,
         Cmd::Create(a) => run::create(ctx, a).await,
+        Cmd::Diff(a) => changes::diff(ctx, a).await,
         Cmd::Cp(a) => cp::cp(ctx, a).await,
         Cmd::Pause(a) => operate::pause(ctx, a).await,
         Cmd::Stats(a) => stats::stats(ctx, a).await,
@@ -407,7 +418,9 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         },
         Cmd::Container(c) => match c {
             ContainerCmd::Attach(a) => run::attach(ctx, a).await,
+            ContainerCmd::Commit(a) => changes::commit(ctx, a).await,
             ContainerCmd::Create(a) => run::create(ctx, a).await,
+            ContainerCmd::Diff(a) => changes::diff(ctx, a).await,
             ContainerCmd::Cp(a) => cp::cp(ctx, a).await,
             ContainerCmd::Pause(a) => operate::pause(ctx, a).await,
             ContainerCmd::Stats(a) => stats::stats(ctx, a).await,

@@ -318,25 +318,34 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         .clone()
         .or_else(|| docker_config_string(ctx, "detachKeys"));
     let escape = stream::escape_for(streams, keys.as_deref())?;
-    let conn = if attach {
-        let q = attach_query(
+    let attach_path = format!(
+        "/containers/{id}/attach{}",
+        attach_query(
             streams.stdin,
             streams.stdout,
             streams.stderr,
             keys.as_deref(),
-        );
-        let conn = ctx
-            .client
-            .hijack(Method::POST, &format!("/containers/{id}/attach{q}"), None)
-            .await?;
-        if streams.tty && streams.stdin {
-            raw = Some(RawMode::enable()?);
-        }
-        Some(conn)
-    } else {
-        None
-    };
-    let wait = begin_wait(&ctx.client, &id, o.rm).await;
+        )
+    );
+    // Both must be in place before the start; neither depends on the other, so they
+    // share the round trip.
+    let (conn, wait) = tokio::join!(
+        async {
+            match attach {
+                true => ctx
+                    .client
+                    .hijack(Method::POST, &attach_path, None)
+                    .await
+                    .map(Some),
+                false => Ok(None),
+            }
+        },
+        begin_wait(&ctx.client, &id, o.rm)
+    );
+    let conn = conn?;
+    if conn.is_some() && streams.tty && streams.stdin {
+        raw = Some(RawMode::enable()?);
+    }
     if let Err(e) = ctx
         .client
         .call(Method::POST, &format!("/containers/{id}/start"))
@@ -536,7 +545,9 @@ pub async fn attach(ctx: &Ctx, a: AttachArgs) -> Result<()> {
         r.restore();
     }
     if pumped? == stream::Ended::Detached {
-        return Ok(());
+        // docker attach reports the detach as its stream's error (exit status 1); docker
+        // run does not.
+        bail!("read escape sequence");
     }
     let status = finish_wait(wait).await;
     if status != 0 {

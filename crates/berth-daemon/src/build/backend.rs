@@ -25,17 +25,6 @@ use crate::daemon::Daemon;
 use crate::error::{ServiceError, ServiceResult};
 use crate::volumes::{MountKind as VolumeMountKind, MountPoint};
 
-/// Where the runtime mounts things in every container; stubs it creates there for a step
-/// are not part of the step's layer.
-const RUNTIME_MOUNT_POINTS: &[&str] = &[
-    "/etc/hosts",
-    "/etc/hostname",
-    "/etc/resolv.conf",
-    "/proc",
-    "/sys",
-    "/dev",
-];
-
 /// A filesystem state of a build: a chain of stored layers.
 #[derive(Debug, Clone)]
 pub(crate) struct BuildFs {
@@ -431,11 +420,8 @@ impl BuildBackend for DaemonBackend {
             env.insert(0, format!("PATH={}", berth_build::exec::DEFAULT_PATH));
         }
         let mounts = self.step_mounts(spec, &mut views, &mut env)?;
-        let mount_points: Vec<String> = RUNTIME_MOUNT_POINTS
-            .iter()
-            .map(|p| p.to_string())
-            .chain(mounts.iter().map(|m| m.destination.clone()))
-            .collect();
+        // Stubs the runtime creates to mount on are not part of the step's layer.
+        let mount_points = crate::containers::mount_points_with(&mounts);
         let network = match spec.network {
             RunNetwork::Default => self.network.clone(),
             RunNetwork::None => "none".to_string(),

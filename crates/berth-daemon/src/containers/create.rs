@@ -54,10 +54,13 @@ impl Daemon {
             .hostname
             .as_deref()
             .is_some_and(|h| !h.is_empty());
-        let config = merge_config(req.config, &image, &id)?;
+        super::health::validate_healthcheck(req.config.healthcheck.as_ref())?;
+        let image_healthcheck = self.image_healthcheck(&image).await?;
+        let mut config = merge_config(req.config, &image, &id)?;
+        config.healthcheck =
+            super::health::merge_healthcheck(config.healthcheck.take(), image_healthcheck);
         let mut host_config = req.host_config;
         validate_host_config(&mut host_config, &self.config.runtimes)?;
-        let mut config = config;
         if host_config.network_mode.as_deref() == Some("host") && !hostname_given {
             // Sharing the host's network means sharing its name too, as Docker does.
             config.hostname = nix::unistd::gethostname()
@@ -383,6 +386,7 @@ fn validate_host_config(
         }
     }
     log.config.get_or_insert_with(Default::default);
+    super::restart::validate_restart_policy(host)?;
     host.restart_policy
         .get_or_insert(berth_api::models::RestartPolicy {
             name: Some(berth_api::models::RestartPolicyNameEnum::NO),

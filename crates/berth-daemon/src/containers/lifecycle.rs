@@ -83,6 +83,7 @@ impl Daemon {
                 )));
             }
         }
+        self.reset_restart_policy(&container);
         let result = self.launch(&container).await;
         drop(guard);
         match result {
@@ -97,10 +98,13 @@ impl Daemon {
 
     /// Plugs the container into its networks, then [`Self::launch_process`]; unplugs it
     /// again if that fails.
-    async fn launch(&self, container: &Arc<Container>) -> ServiceResult<()> {
+    pub(super) async fn launch(&self, container: &Arc<Container>) -> ServiceResult<()> {
+        // From here until the shim has created the container, so that the runtime's move
+        // into the container's cgroups does not wait out a grace period of its own.
+        let warmup = berth_runtime::cgroups::MigrationWarmup::start();
         self.attach_container_networks(&container.snapshot())
             .await?;
-        let launched = self.launch_process(container).await;
+        let launched = self.launch_process(container, warmup).await;
         if launched.is_err() {
             self.detach_container_networks(&container.id).await;
         }
@@ -108,9 +112,18 @@ impl Daemon {
     }
 
     /// Mounts the rootfs, spawns the shim, connects waiting attaches, starts the process.
-    async fn launch_process(&self, container: &Arc<Container>) -> ServiceResult<()> {
+    async fn launch_process(
+        &self,
+        container: &Arc<Container>,
+        warmup: Option<berth_runtime::cgroups::MigrationWarmup>,
+    ) -> ServiceResult<()> {
+        if container.record().host_config.auto_remove.unwrap_or(false) {
+            self.mount_disposable_rootfs(&container.id).await?;
+        }
         let prepared = self.prepare_run(container).await?;
-        let shim = match ShimClient::spawn(&prepared.shim_options).await {
+        let spawned = ShimClient::spawn(&prepared.shim_options).await;
+        drop(warmup);
+        let shim = match spawned {
             Ok(shim) => Arc::new(shim),
             Err(e) => {
                 self.unmount_rootfs(&container.id).await;
@@ -147,6 +160,7 @@ impl Daemon {
             r.state.stopped_by_user = false;
         }
         container.set_shim(Some(shim.clone()));
+        self.start_health_monitor(container);
         self.persist(container).await?;
         container.lifecycle.send_modify(|l| l.active = true);
         self.container_event(container, "start", HashMap::new());
@@ -154,8 +168,41 @@ impl Daemon {
         Ok(())
     }
 
+    /// Mounts the rootfs of a container that is removed when it exits, with a `volatile`
+    /// writable layer ([`berth_store::Mount::volatile`]): unmounting a normal overlay syncs
+    /// the whole filesystem under its upper directory, a wait (1–30 ms here, more on a busy
+    /// disk) on the exit path of every `run --rm`, for a layer about to be deleted.
+    /// [`Self::prepare_run`] then finds the rootfs mounted. A kernel without the option
+    /// gets the ordinary mount.
+    async fn mount_disposable_rootfs(&self, id: &str) -> ServiceResult<()> {
+        let store = self.store.clone();
+        let id = id.to_string();
+        let target = self.rootfs_dir(&id);
+        tokio::task::spawn_blocking(move || -> ServiceResult<()> {
+            std::fs::create_dir_all(&target)?;
+            if super::is_mountpoint(&target) {
+                return Ok(());
+            }
+            let mounts = store.container_mounts(&id)?;
+            let volatile: Vec<berth_store::Mount> = mounts
+                .iter()
+                .cloned()
+                .map(berth_store::Mount::volatile)
+                .collect();
+            match berth_store::mount_all(&volatile, &target) {
+                Err(berth_store::StoreError::Mount {
+                    source: nix::errno::Errno::EINVAL,
+                    ..
+                }) if volatile != mounts => berth_store::mount_all(&mounts, &target)?,
+                other => other?,
+            }
+            Ok(())
+        })
+        .await?
+    }
+
     /// Records a failed start like docker: the error and a 126/127/128 exit code.
-    async fn start_failed(&self, container: &Arc<Container>, error: &ServiceError) {
+    pub(super) async fn start_failed(&self, container: &Arc<Container>, error: &ServiceError) {
         let auto_remove = {
             let mut r = container.record();
             r.state.status = transition(r.state.status, Op::StartFailed).unwrap_or(r.state.status);
@@ -171,7 +218,7 @@ impl Daemon {
         }
     }
 
-    fn fail_pending_attaches(&self, container: &Container, error: &ServiceError) {
+    pub(super) fn fail_pending_attaches(&self, container: &Container, error: &ServiceError) {
         let pending: Vec<AttachRequest> = std::mem::take(
             &mut *container
                 .pending_attaches
@@ -202,7 +249,7 @@ impl Daemon {
     /// Records an exit: state, shim teardown, unmount, event, waiters, auto-remove.
     pub(crate) async fn handle_exit(&self, container: &Arc<Container>, status: ExitStatus) {
         let guard = container.op_lock.lock().await;
-        let auto_remove = {
+        let (auto_remove, restart_delay) = {
             let mut r = container.record();
             match transition(r.state.status, Op::Exit) {
                 Ok(next) => r.state.status = next,
@@ -217,23 +264,39 @@ impl Daemon {
                     .map(|t| t.with_timezone(&chrono::Utc))
                     .unwrap_or_else(|_| chrono::Utc::now()),
             );
-            r.host_config.auto_remove.unwrap_or(false)
+            // In the same lock, so no reader sees `exited` before `restarting`.
+            let restart_delay = self.plan_restart(container, &mut r);
+            (r.host_config.auto_remove.unwrap_or(false), restart_delay)
         };
+        self.stop_health_monitor(container);
         let shim = container
             .shim
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(shim) = shim
-            && let Err(e) = shim.delete().await
-        {
-            tracing::warn!(container = %container.id, "shim delete failed: {e}");
+        let deleted = match shim {
+            Some(shim) => match shim.delete().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(container = %container.id, "shim delete failed: {e}");
+                    false
+                }
+            },
+            None => false,
+        };
+        // A shim's successful delete includes the cgroups.
+        if !deleted {
+            self.remove_cgroup(&container.id);
+            self.forget_lost_shim(&container.id).await;
         }
-        self.remove_cgroup(&container.id);
         self.unmount_rootfs(&container.id).await;
         self.detach_container_networks(&container.id).await;
         self.release_volumes(&container.snapshot()).await;
-        if let Err(e) = self.persist(container).await {
+        // An auto-removed container's record is deleted next; until then the stored
+        // `running` state is safe: after a crash, recovery finds no shim, reads the exit
+        // file and removes the container.
+        let removed_next = auto_remove && restart_delay.is_none();
+        if !removed_next && let Err(e) = self.persist(container).await {
             tracing::warn!(container = %container.id, "cannot persist exit: {e}");
         }
         let mut attrs = HashMap::from([("exitCode".to_string(), status.code.to_string())]);
@@ -244,9 +307,13 @@ impl Daemon {
         container.lifecycle.send_modify(|l| {
             l.exits += 1;
             l.exit_code = i64::from(status.code);
-            l.active = false;
+            // A container waiting for its restart still counts as active, as in moby.
+            l.active = restart_delay.is_some();
         });
         drop(guard);
+        if let Some(delay) = restart_delay {
+            self.schedule_restart(container.clone(), delay);
+        }
         if auto_remove && let Err(e) = self.remove_container(&container.id, true, true).await {
             tracing::warn!(container = %container.id, "auto-remove failed: {e}");
         }
@@ -263,6 +330,9 @@ impl Daemon {
     pub async fn kill_container(&self, reference: &str, signal: Option<&str>) -> ServiceResult<()> {
         let container = self.containers.get(reference)?;
         let signal = parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("KILL"))?;
+        if self.restart_policy_on_kill(&container, signal).await {
+            return Ok(());
+        }
         let Some(shim) = container
             .shim()
             .filter(|_| container.record().state.status.is_active())
@@ -272,7 +342,12 @@ impl Daemon {
                 container.id
             )));
         };
-        shim.kill(signal).await?;
+        match shim.kill(signal).await {
+            // The process ended just before (a restart policy's quick exit, say) and its
+            // exit is being recorded: like moby, a kill that finds no process is done.
+            Err(e) if e.kind() == berth_runtime::ErrorKind::InvalidState => {}
+            other => other?,
+        }
         let attrs = HashMap::from([("signal".to_string(), signal.to_string())]);
         self.container_event(&container, "kill", attrs);
         self.resume_after_signal(&container).await;
@@ -312,6 +387,9 @@ impl Daemon {
             .or(stop_signal.filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "SIGTERM".into());
         let timeout = timeout.or(stop_timeout).unwrap_or(10);
+        if self.cancel_restart(container).await {
+            return Ok(());
+        }
         let mut watch = container.watch();
         if !watch.borrow().active {
             return Ok(());
@@ -495,31 +573,31 @@ impl Daemon {
         self.forget_container_networks(&container.id).await;
         let store = self.store.clone();
         let id = container.id.clone();
-        let dir = self.container_dir(&id);
-        let shim_dir = self.shim_dir(&id);
-        let removed = tokio::task::spawn_blocking(move || -> ServiceResult<()> {
-            store.remove_container(&id)?;
-            store.delete_record(RECORD_KIND, &id)?;
-            for d in [&dir, &shim_dir] {
-                match std::fs::remove_dir_all(d) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(ServiceError::internal(format!(
-                            "cannot remove {}: {e}",
-                            d.display()
-                        )));
-                    }
-                }
-            }
-            Ok(())
+        // The writable layer's record and the container's go in one commit; their files
+        // after the waiters have been told (the container is gone once the commit is).
+        let removed = tokio::task::spawn_blocking(move || {
+            store.meta().write(|tx| {
+                let layer = match store
+                    .snapshotter()
+                    .remove_in(tx, &berth_store::snapshot::container_key(&id))
+                {
+                    Ok(files) => Some(files),
+                    Err(berth_store::StoreError::SnapshotNotFound(_)) => None,
+                    Err(e) => return Err(e),
+                };
+                tx.delete_record(RECORD_KIND, &id)?;
+                Ok(layer)
+            })
         })
         .await?;
-        if let Err(e) = removed {
-            container.record().state.status = Status::Dead;
-            let _ = self.persist(&container).await;
-            return Err(e);
-        }
+        let layer = match removed {
+            Ok(layer) => layer,
+            Err(e) => {
+                container.record().state.status = Status::Dead;
+                let _ = self.persist(&container).await;
+                return Err(e.into());
+            }
+        };
         self.containers.remove(&container.id);
         drop(guard);
         if volumes {
@@ -527,6 +605,29 @@ impl Daemon {
         }
         container.lifecycle.send_modify(|l| l.removed = true);
         self.container_event(&container, "destroy", HashMap::new());
+        let dirs = [
+            self.container_dir(&container.id),
+            self.shim_dir(&container.id),
+        ];
+        let deleted = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            if let Some(layer) = layer {
+                layer.delete().map_err(|e| e.to_string())?;
+            }
+            for d in &dirs {
+                match std::fs::remove_dir_all(d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("cannot remove {}: {e}", d.display())),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match deleted {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(container = %container.id, "removed, but {e}"),
+            Err(e) => tracing::warn!(container = %container.id, "file removal task failed: {e}"),
+        }
         Ok(())
     }
 }

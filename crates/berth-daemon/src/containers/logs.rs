@@ -78,8 +78,13 @@ impl Daemon {
         tokio::spawn(async move {
             let reader = LogReader::new(path);
             if follow {
+                // Like moby, following ends when the process exits, even if a restart
+                // policy starts it again.
+                let exits = lifecycle.borrow().exits;
                 let stopped = async move {
-                    let _ = lifecycle.wait_for(|l| !l.active || l.removed).await;
+                    let _ = lifecycle
+                        .wait_for(|l| !l.active || l.removed || l.exits > exits)
+                        .await;
                 };
                 let (entry_tx, mut entries) = mpsc::channel(64);
                 let forward = async {

@@ -7,18 +7,22 @@
 
 mod archive;
 mod cgroupfs;
+mod commit;
 mod create;
+mod diff;
+mod health;
 mod lifecycle;
 mod logs;
 mod pause;
 mod recover;
+mod restart;
 mod rootfs;
 mod spec;
+pub mod state;
 mod stats;
+pub mod summary;
 mod top;
 mod update;
-pub mod state;
-pub mod summary;
 pub(crate) mod user;
 
 use std::collections::HashMap;
@@ -30,16 +34,18 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use archive::ExtractRequest;
+pub use commit::CommitRequest;
 pub use create::CreateRequest;
 pub(crate) use create::is_restricted_name;
 pub(crate) use create::random_id;
+pub(crate) use diff::mount_points_with;
 pub(crate) use lifecycle::exit_code_for_start_error;
 pub use lifecycle::{AttachRequest, WaitCondition};
-pub use archive::ExtractRequest;
 pub use logs::LogsRequest;
-pub use stats::StatsRequest;
 pub(crate) use spec::is_mountpoint;
 pub use state::{State, Status};
+pub use stats::StatsRequest;
 pub(crate) use summary::rfc3339;
 
 use crate::error::{ServiceError, ServiceResult};
@@ -103,6 +109,10 @@ pub struct Container {
     lifecycle: watch::Sender<Lifecycle>,
     shim: Mutex<Option<Arc<ShimClient>>>,
     pending_attaches: Mutex<Vec<AttachRequest>>,
+    /// The restart policy's back-off and cancellation ([`restart::RestartManager`]).
+    restart: Mutex<restart::RestartManager>,
+    /// Stops the healthcheck monitor while one runs ([`health`]).
+    health_monitor: Mutex<Option<watch::Sender<bool>>>,
 }
 
 impl Container {
@@ -120,6 +130,8 @@ impl Container {
             lifecycle: watch::channel(lifecycle).0,
             shim: Mutex::new(None),
             pending_attaches: Mutex::new(Vec::new()),
+            restart: Mutex::new(restart::RestartManager::default()),
+            health_monitor: Mutex::new(None),
         })
     }
 

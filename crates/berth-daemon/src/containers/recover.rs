@@ -1,5 +1,7 @@
 //! Startup recovery: rebuild the index from the store, reconnect to live shims, and record
-//! the exits that happened while the daemon was away.
+//! the exits that happened while the daemon was away. Restart policies are suspended
+//! meanwhile and asked again once networks are restored
+//! ([`Daemon::restart_containers_at_startup`]).
 
 use std::sync::Arc;
 
@@ -39,7 +41,11 @@ impl Daemon {
                 continue;
             }
             match status {
-                s if s.is_active() => self.reconnect(container).await,
+                Status::Restarting => self.settle_interrupted_restart(&container).await,
+                s if s.is_active() => {
+                    self.suspend_restart_policy(&container);
+                    self.reconnect(container).await;
+                }
                 Status::Removing | Status::Dead => {
                     if let Err(e) = self.remove_container(&id, true, false).await {
                         tracing::warn!(container = %id, "finishing removal failed: {e}");
@@ -59,6 +65,7 @@ impl Daemon {
                 let shim = Arc::new(shim);
                 container.set_shim(Some(shim.clone()));
                 tracing::info!(container = %container.id, "reconnected to shim");
+                self.start_health_monitor(&container);
                 // The watcher returns at once if the process already exited.
                 self.watch_exit(container, shim);
             }
@@ -69,6 +76,22 @@ impl Daemon {
                 });
                 self.handle_exit(&container, status).await;
             }
+        }
+    }
+
+    /// After an exit the shim could not clean up (it was killed, or went with a reboot):
+    /// once no shim serves the container's state directory, the directory goes, since the
+    /// runtime state left in it would make the next start fail with "container already
+    /// exists".
+    pub(super) async fn forget_lost_shim(&self, id: &str) {
+        let dir = self.shim_dir(id);
+        if ShimClient::connect(&dir).await.is_ok() {
+            return;
+        }
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(container = id, "cannot remove {}: {e}", dir.display()),
         }
     }
 }

@@ -59,6 +59,12 @@ pub enum Op {
     Pause,
     /// Thaw them again (`docker unpause`, or after a signal to a paused container).
     Unpause,
+    /// The process ended and the restart policy will start it again after a delay.
+    ScheduleRestart,
+    /// The restart policy's delay is over: the process is started again.
+    AutoRestart,
+    /// A user's stop, kill or removal called off a pending restart.
+    CancelRestart,
 }
 
 /// Why an operation is refused in a state.
@@ -74,9 +80,17 @@ pub enum TransitionError {
 pub fn transition(from: Status, op: Op) -> Result<Status, TransitionError> {
     use Status as S;
     match (from, op) {
-        (S::Created | S::Exited | S::Restarting, Op::Start) => Ok(S::Running),
-        (S::Running | S::Paused, Op::Start) => Err(TransitionError::AlreadyThere),
-        (S::Running | S::Paused | S::Restarting, Op::Exit) => Ok(S::Exited),
+        (S::Created | S::Exited, Op::Start) => Ok(S::Running),
+        // moby counts a restarting container as running: a user's start is a no-op (304).
+        (S::Running | S::Paused | S::Restarting, Op::Start) => Err(TransitionError::AlreadyThere),
+        (S::Running | S::Paused, Op::Exit) => Ok(S::Exited),
+        (S::Exited, Op::ScheduleRestart) => Ok(S::Restarting),
+        (_, Op::ScheduleRestart) => Err(TransitionError::Illegal("has not exited".into())),
+        (S::Restarting, Op::AutoRestart) => Ok(S::Running),
+        (S::Restarting, Op::CancelRestart) => Ok(S::Exited),
+        (_, Op::AutoRestart | Op::CancelRestart) => {
+            Err(TransitionError::Illegal("is not restarting".into()))
+        }
         (S::Created | S::Exited | S::Restarting, Op::StartFailed) => Ok(if from == S::Created {
             S::Created
         } else {
@@ -123,8 +137,11 @@ pub struct State {
     pub finished_at: Option<DateTime<Utc>>,
     /// Restarts done by the restart policy.
     pub restart_count: i64,
-    /// Set by an explicit stop; restart policies leave such containers alone.
+    /// Set by an explicit stop or kill; `unless-stopped` leaves such containers alone.
     pub stopped_by_user: bool,
+    /// The healthcheck's state, once a container with a healthcheck was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::health::Health>,
 }
 
 impl Default for State {
@@ -139,6 +156,7 @@ impl Default for State {
             finished_at: None,
             restart_count: 0,
             stopped_by_user: false,
+            health: None,
         }
     }
 }
@@ -210,5 +228,60 @@ mod tests {
             transition(Status::Paused, Op::Start),
             Err(TransitionError::AlreadyThere)
         );
+    }
+
+    #[test]
+    fn restart_policy_transitions() {
+        // An exit the policy acts on: exited, then restarting until the delay is over.
+        assert_eq!(transition(Status::Running, Op::Exit), Ok(Status::Exited));
+        assert_eq!(
+            transition(Status::Exited, Op::ScheduleRestart),
+            Ok(Status::Restarting)
+        );
+        assert_eq!(
+            transition(Status::Restarting, Op::AutoRestart),
+            Ok(Status::Running)
+        );
+        // Called off by the user: exited for good.
+        assert_eq!(
+            transition(Status::Restarting, Op::CancelRestart),
+            Ok(Status::Exited)
+        );
+        // A restart that fails to start leaves it exited.
+        assert_eq!(
+            transition(Status::Restarting, Op::StartFailed),
+            Ok(Status::Exited)
+        );
+        // Restarting has no process: no exit, and a user's start is a no-op like moby's.
+        assert!(transition(Status::Restarting, Op::Exit).is_err());
+        assert_eq!(
+            transition(Status::Restarting, Op::Start),
+            Err(TransitionError::AlreadyThere)
+        );
+        assert_eq!(
+            transition(Status::Restarting, Op::Remove),
+            Ok(Status::Removing)
+        );
+        for s in [
+            Status::Created,
+            Status::Running,
+            Status::Paused,
+            Status::Restarting,
+            Status::Removing,
+            Status::Dead,
+        ] {
+            assert!(transition(s, Op::ScheduleRestart).is_err(), "{s:?}");
+        }
+        for s in [
+            Status::Created,
+            Status::Running,
+            Status::Paused,
+            Status::Exited,
+            Status::Removing,
+            Status::Dead,
+        ] {
+            assert!(transition(s, Op::AutoRestart).is_err(), "{s:?}");
+            assert!(transition(s, Op::CancelRestart).is_err(), "{s:?}");
+        }
     }
 }

@@ -37,6 +37,16 @@ impl Daemon {
         opts.filters
             .check_names(FILTERS)
             .map_err(|e| ServiceError::invalid(e.to_string()))?;
+        if let Some(bad) = opts
+            .filters
+            .get("health")
+            .iter()
+            .find(|v| !["none", "starting", "healthy", "unhealthy"].contains(&v.as_str()))
+        {
+            return Err(ServiceError::invalid(format!(
+                "invalid filter 'health={bad}': invalid value for health ({bad}): must be one of none, starting, healthy, unhealthy"
+            )));
+        }
         let mut records: Vec<ContainerRecord> =
             self.containers.all().iter().map(|c| c.snapshot()).collect();
         records.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
@@ -154,6 +164,9 @@ fn record_matches(r: &ContainerRecord, f: &Filters, ancestors: &[String]) -> boo
         && any(f.get("exited"), &|v| {
             r.state.status == Status::Exited && v.parse::<i64>().ok() == Some(r.state.exit_code)
         })
+        && any(f.get("health"), &|v| {
+            super::health::health_filter_value(r.state.health.as_ref()) == v
+        })
         && (f.get("ancestor").is_empty() || ancestors.contains(&r.image_id))
         && any(f.get("volume"), &|v| {
             r.mounts
@@ -205,7 +218,8 @@ fn inspect_state(r: &ContainerRecord) -> ContainerState {
     let s = &r.state;
     ContainerState {
         status: serde_json::from_value(serde_json::Value::String(s.status.as_str().into())).ok(),
-        running: Some(matches!(s.status, Status::Running | Status::Paused)),
+        // moby counts a container waiting for its restart as running.
+        running: Some(s.status.is_active()),
         paused: Some(s.status == Status::Paused),
         restarting: Some(s.status == Status::Restarting),
         oom_killed: Some(s.oom_killed),
@@ -215,7 +229,7 @@ fn inspect_state(r: &ContainerRecord) -> ContainerState {
         error: Some(s.error.clone()),
         started_at: Some(rfc3339(s.started_at)),
         finished_at: Some(rfc3339(s.finished_at)),
-        health: None,
+        health: s.health.as_ref().map(super::health::Health::to_api),
     }
 }
 
@@ -233,7 +247,13 @@ fn status_text(r: &ContainerRecord, now: DateTime<Utc>) -> String {
     let since = |t: Option<DateTime<Utc>>| human_duration(now - t.unwrap_or(now));
     match s.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", since(s.started_at)),
+        Status::Running => match &s.health {
+            Some(h) if h.status == super::health::HealthStatus::Starting => {
+                format!("Up {} (health: starting)", since(s.started_at))
+            }
+            Some(h) => format!("Up {} ({})", since(s.started_at), h.status.as_str()),
+            None => format!("Up {}", since(s.started_at)),
+        },
         Status::Paused => format!("Up {} (Paused)", since(s.started_at)),
         Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(s.finished_at)),
         Status::Removing => "Removal In Progress".into(),

@@ -40,7 +40,11 @@ impl Daemon {
                     "container is marked for removal and cannot be \"update\"",
                 )));
             }
-            (r.host_config.clone(), r.state.status.is_active())
+            // A restarting container has no cgroup: its new limits apply when it starts.
+            (
+                r.host_config.clone(),
+                r.state.status.is_active() && r.state.status != super::Status::Restarting,
+            )
         };
         let merged = merge_update(&before, &update).map_err(cannot)?;
         container.record().host_config = merged.clone();

@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 use super::stream::{self, Hijacked};
 use super::{ApiVersion, AppState, QueryParams, json, parse_body};
 use crate::containers::summary::ListOptions;
-use crate::containers::{CreateRequest, ExtractRequest, LogsRequest, StatsRequest, WaitCondition};
+use crate::containers::{
+    CommitRequest, CreateRequest, ExtractRequest, LogsRequest, StatsRequest, WaitCondition,
+};
 use crate::error::{ServiceError, ServiceResult};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -36,6 +38,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/containers/{id}/attach", post(attach))
         .route("/containers/{id}/logs", get(logs))
         .route("/containers/{id}/export", get(export))
+        .route("/containers/{id}/changes", get(changes))
+        .route("/commit", post(commit))
         .route("/containers/{id}", delete(remove))
         // Operating on running containers: pause, top, stats, update, archive (cp).
         .route("/containers/{id}/pause", post(pause))
@@ -392,6 +396,37 @@ async fn export(State(d): State<AppState>, Path(id): Path<String>) -> Response {
         }
     });
     stream::channel_response(rx, "application/x-tar")
+}
+
+async fn changes(State(d): State<AppState>, Path(id): Path<String>) -> Response {
+    match d.container_changes(&id).await {
+        Ok(changes) => json(StatusCode::OK, &changes),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /commit`: the body, when not empty, is a container config to start from.
+async fn commit(State(d): State<AppState>, query: Query, body: Bytes) -> Response {
+    let p = q(&query);
+    let run = async {
+        let config: Option<berth_api::models::ContainerConfig> = parse_body(&body)?;
+        let text = |key: &str| p.get(key).unwrap_or_default().to_string();
+        let request = CommitRequest {
+            container: text("container"),
+            repo: text("repo"),
+            tag: text("tag"),
+            author: text("author"),
+            comment: text("comment"),
+            pause: p.bool("pause", true),
+            changes: p.all("changes"),
+            config,
+        };
+        d.commit_container(request).await
+    };
+    match run.await {
+        Ok(id) => json(StatusCode::CREATED, &serde_json::json!({ "Id": id })),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Hijacks the connection and bridges it to the container's stdio through the shim.

@@ -160,8 +160,16 @@ fn event_matches(e: &Event, f: &Filters) -> bool {
     let any = |key: &str, pred: &dyn Fn(&str) -> bool| {
         f.get(key).is_empty() || f.get(key).iter().any(|v| pred(v))
     };
+    // moby (#25798): with `health_status`, `exec_create` or `exec_start` among the event
+    // filters, every event filter matches as a prefix (`health_status: healthy`).
+    let fuzzy = f
+        .get("event")
+        .iter()
+        .any(|v| matches!(v.as_str(), "health_status" | "exec_create" | "exec_start"));
     any("type", &|v| e.typ == v)
-        && any("event", &|v| e.action == v)
+        && any("event", &|v| {
+            e.action == v || (fuzzy && e.action.starts_with(v))
+        })
         && any("action", &|v| e.action == v)
         && any("container", &|v| {
             e.typ == "container"
@@ -185,5 +193,41 @@ mod tests {
         assert_eq!(unix_nanos(Some("3")).unwrap(), Some(3_000_000_000));
         assert!(unix_nanos(Some("x")).is_err());
         assert_eq!(unix_nanos(None).unwrap(), None);
+    }
+
+    #[test]
+    fn health_and_exec_event_filters_match_as_prefixes() {
+        let event = |action: &str| Event {
+            status: None,
+            id: None,
+            from: None,
+            typ: "container".into(),
+            action: action.into(),
+            actor: berth_api::models::EventActor::default(),
+            scope: "local".into(),
+            time: 0,
+            time_nano: 0,
+        };
+        let filters = |values: &[&str]| {
+            let mut f = Filters::default();
+            for v in values {
+                f.add("event", v);
+            }
+            f
+        };
+        let healthy = event("health_status: healthy");
+        assert!(event_matches(&healthy, &filters(&["health_status"])));
+        assert!(event_matches(
+            &healthy,
+            &filters(&["health_status: healthy"])
+        ));
+        assert!(!event_matches(
+            &healthy,
+            &filters(&["health_status: unhealthy"])
+        ));
+        assert!(!event_matches(&healthy, &filters(&["die"])));
+        let exec = event("exec_start: /bin/sh -c true");
+        assert!(event_matches(&exec, &filters(&["exec_start"])));
+        assert!(!event_matches(&event("die"), &filters(&["di"])));
     }
 }

@@ -7,10 +7,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use libcontainer::config::YoukiConfig;
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use oci_spec::runtime::{LinuxSeccomp, Spec};
 
+use crate::bpf;
 use crate::error::ErrorKind;
 
 /// A failure reported by the shim to its client.
@@ -151,9 +156,22 @@ impl Backend {
     /// Removes the runtime's state and the container's cgroup. The process must be gone.
     pub fn delete(&mut self) -> Result<(), ShimError> {
         match self {
-            Backend::Libcontainer(c) => c.delete(true).map_err(|e| {
+            Backend::Libcontainer(c) if has_poststop_hooks(c) => c.delete(true).map_err(|e| {
                 ShimError::other(format!("delete container {}: {}", c.id(), error_chain(&e)))
             }),
+            // With the process reaped, libcontainer's delete would remove the cgroups
+            // (building a cgroup manager first: several hundred system calls walking
+            // /proc, ~3 ms on the exit path) and the state directory. The shim removes
+            // the cgroups itself right after, for every backend; the directory is left.
+            Backend::Libcontainer(c) => match fs::remove_dir_all(&c.root) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(ShimError::other(format!(
+                    "delete container {}: remove {}: {e}",
+                    c.id(),
+                    c.root.display()
+                ))),
+            },
             Backend::Oci {
                 runtime,
                 root,
@@ -163,6 +181,15 @@ impl Backend {
                 .map_err(|m| ShimError::other(format!("delete container {id}: {m}"))),
         }
     }
+}
+
+/// Whether the container's spec has poststop hooks, which only libcontainer's delete runs.
+fn has_poststop_hooks(container: &Container) -> bool {
+    YoukiConfig::load(&container.root)
+        .ok()
+        .and_then(|config| config.hooks)
+        .and_then(|hooks| hooks.poststop().clone())
+        .is_some_and(|hooks| !hooks.is_empty())
 }
 
 fn create_libcontainer(
@@ -175,7 +202,11 @@ fn create_libcontainer(
     let root = state_dir.join("libcontainer");
     fs::create_dir_all(&root)
         .map_err(|e| ShimError::other(format!("create {}: {e}", root.display())))?;
-    let container = stdio_builder(id, &root, stdio)?
+    let mut builder = stdio_builder(id, &root, stdio)?;
+    if let Some(program) = take_precompiled_seccomp(bundle)? {
+        builder = builder.with_executor(FilteringExecutor { program });
+    }
+    let container = builder
         .as_init(bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -185,6 +216,90 @@ fn create_libcontainer(
         .pid()
         .ok_or_else(|| ShimError::other(format!("container {id}: runtime reported no pid")))?;
     Ok((Backend::Libcontainer(Box::new(container)), pid.as_raw()))
+}
+
+/// When the daemon precompiled the container's seccomp filter ([`bpf::FILE_NAME`] in the
+/// bundle), takes `linux.seccomp` out of the bundle's config.json, so that libcontainer
+/// does not compile the profile again in the container's init, and returns the program
+/// for [`FilteringExecutor`] to load just before the container's command is executed.
+///
+/// Installing a filter needs `CAP_SYS_ADMIN` unless the no_new_privs bit is set, and by
+/// then libcontainer has reduced the process to the container's capabilities. Without
+/// no_new_privs the init therefore keeps `CAP_SYS_ADMIN` in its effective and permitted
+/// sets only, never in the bounding, inheritable or ambient sets: the execve of the
+/// container's command recomputes the capabilities from those three, so the command
+/// never holds it (whether it runs as root or not). The profile itself was translated
+/// for the container's real capabilities.
+fn take_precompiled_seccomp(bundle: &Path) -> Result<Option<bpf::Program>, ShimError> {
+    let program_path = bundle.join(bpf::FILE_NAME);
+    if !program_path.exists() {
+        return Ok(None);
+    }
+    let config_path = bundle.join("config.json");
+    let data = fs::read(&config_path)
+        .map_err(|e| ShimError::other(format!("read {}: {e}", config_path.display())))?;
+    let mut spec: serde_json::Value = serde_json::from_slice(&data)
+        .map_err(|e| ShimError::other(format!("decode {}: {e}", config_path.display())))?;
+    let Some(profile) = spec
+        .get_mut("linux")
+        .and_then(|l| l.as_object_mut())
+        .and_then(|l| l.remove("seccomp"))
+    else {
+        return Ok(None);
+    };
+    let profile: LinuxSeccomp = serde_json::from_value(profile)
+        .map_err(|e| ShimError::other(format!("decode seccomp profile: {e}")))?;
+    if !bpf::can_precompile(&profile) {
+        return Ok(None);
+    }
+    let program =
+        bpf::Program::read(&program_path, &profile).map_err(|e| ShimError::other(e.to_string()))?;
+    let no_new_privs = spec["process"]["noNewPrivileges"].as_bool() == Some(true);
+    if !no_new_privs {
+        grant_filter_capability(&mut spec["process"]["capabilities"]);
+    }
+    let rewritten = serde_json::to_vec(&spec)
+        .map_err(|e| ShimError::other(format!("encode {}: {e}", config_path.display())))?;
+    // In place: nothing else reads the bundle while the shim creates the container, and
+    // the daemon writes it afresh for every start.
+    fs::write(&config_path, rewritten)
+        .map_err(|e| ShimError::other(format!("write {}: {e}", config_path.display())))?;
+    Ok(Some(program))
+}
+
+/// Adds `CAP_SYS_ADMIN` to the effective and permitted sets of an OCI capabilities
+/// object (see [`take_precompiled_seccomp`]). A set the spec leaves out is one
+/// libcontainer does not reduce, so it keeps the capability anyway.
+fn grant_filter_capability(caps: &mut serde_json::Value) {
+    const CAP: &str = "CAP_SYS_ADMIN";
+    for set in ["effective", "permitted"] {
+        if let Some(list) = caps.get_mut(set).and_then(|l| l.as_array_mut())
+            && !list.iter().any(|c| c == CAP)
+        {
+            list.push(CAP.into());
+        }
+    }
+}
+
+/// libcontainer's default executor (execvp of the container's command), preceded by the
+/// installation of a precompiled seccomp filter.
+#[derive(Clone)]
+struct FilteringExecutor {
+    program: bpf::Program,
+}
+
+impl Executor for FilteringExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        // The command must never run unfiltered: a failure here ends the init.
+        self.program
+            .load()
+            .map_err(|e| ExecutorError::Other(format!("load seccomp filter: {e}")))?;
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
 }
 
 /// A libcontainer builder for container `id` with its state under `root`, wired to `stdio`
@@ -418,6 +533,29 @@ fn create_oci(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_capability_goes_only_into_effective_and_permitted() {
+        let mut caps = serde_json::json!({
+            "bounding": ["CAP_CHOWN"],
+            "effective": ["CAP_CHOWN"],
+            "permitted": ["CAP_CHOWN", "CAP_SYS_ADMIN"],
+        });
+        grant_filter_capability(&mut caps);
+        assert_eq!(caps["bounding"], serde_json::json!(["CAP_CHOWN"]));
+        assert_eq!(
+            caps["effective"],
+            serde_json::json!(["CAP_CHOWN", "CAP_SYS_ADMIN"])
+        );
+        assert_eq!(
+            caps["permitted"],
+            serde_json::json!(["CAP_CHOWN", "CAP_SYS_ADMIN"])
+        );
+        // Sets the spec leaves out stay out: libcontainer leaves those alone.
+        let mut partial = serde_json::json!({"bounding": ["CAP_CHOWN"]});
+        grant_filter_capability(&mut partial);
+        assert_eq!(partial, serde_json::json!({"bounding": ["CAP_CHOWN"]}));
+    }
 
     #[test]
     fn classifies_exec_failures() {

@@ -444,6 +444,16 @@ impl Shim {
         }
     }
 
+    /// An attached client's input ended: it half-closed, went away or detached. A pipe is
+    /// closed so the process sees EOF; a terminal stays open, as with Docker (which closes
+    /// stdin on a client's EOF only without a TTY): the client may have detached with the
+    /// detach keys, and a later attach types into the same shell.
+    fn attached_input_ended(&mut self) {
+        if !self.tty {
+            self.stdin.close_when_written();
+        }
+    }
+
     fn read_client(&mut self, i: usize) {
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -452,7 +462,7 @@ impl Shim {
                     let c = &mut self.clients[i];
                     c.read_closed = true;
                     match c.mode {
-                        Mode::Attach { stdin: true, .. } => self.stdin.close_when_written(),
+                        Mode::Attach { stdin: true, .. } => self.attached_input_ended(),
                         Mode::Exec { key } => self.execs.client_closed(key),
                         Mode::Attach { .. } | Mode::Waiting | Mode::Deleting => {}
                         Mode::Control => c.close_when_flushed = true,

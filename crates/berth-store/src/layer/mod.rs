@@ -21,6 +21,8 @@ use crate::error::{Result, StoreError};
 pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 /// Media type of a gzip-compressed OCI layer.
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Media type of a zstd-compressed OCI layer.
+pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -32,6 +34,8 @@ pub enum Compression {
     None,
     /// gzip.
     Gzip,
+    /// zstd.
+    Zstd,
 }
 
 impl Compression {
@@ -40,6 +44,7 @@ impl Compression {
         match self {
             Compression::None => MEDIA_TYPE_LAYER_TAR,
             Compression::Gzip => MEDIA_TYPE_LAYER_GZIP,
+            Compression::Zstd => MEDIA_TYPE_LAYER_ZSTD,
         }
     }
 }
@@ -52,9 +57,7 @@ pub fn detect_compression<R: Read>(reader: &mut BufReader<R>) -> Result<Compress
     if head.starts_with(&GZIP_MAGIC) {
         Ok(Compression::Gzip)
     } else if head.starts_with(&ZSTD_MAGIC) {
-        Err(StoreError::InvalidLayer(
-            "zstd-compressed layers are not supported".to_string(),
-        ))
+        Ok(Compression::Zstd)
     } else {
         Ok(Compression::None)
     }
@@ -67,6 +70,11 @@ pub fn decompress<'a, R: Read + 'a>(reader: R) -> Result<(Compression, Box<dyn R
     Ok(match c {
         Compression::None => (c, Box::new(br)),
         Compression::Gzip => (c, Box::new(flate2::bufread::MultiGzDecoder::new(br))),
+        Compression::Zstd => {
+            let decoder = zstd::stream::read::Decoder::with_buffer(br)
+                .map_err(|e| StoreError::InvalidLayer(format!("zstd stream: {e}")))?;
+            (c, Box::new(decoder))
+        }
     })
 }
 
