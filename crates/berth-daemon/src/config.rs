@@ -28,6 +28,10 @@ pub struct FileConfig {
     /// `insecure-registries`: registries that may use plain HTTP.
     #[serde(default)]
     pub insecure_registries: Vec<String>,
+    /// `registry-mirrors`: Docker Hub mirrors (`http[s]://host[:port]`), tried first for
+    /// pulls of Docker Hub images.
+    #[serde(default)]
+    pub registry_mirrors: Vec<String>,
     /// `bridge`: the default network's bridge device, or `none` for no default network.
     pub bridge: Option<String>,
     /// `default-address-pools`: where automatic network subnets come from.
@@ -78,6 +82,8 @@ pub struct Config {
     pub shim_binary: PathBuf,
     /// Registries that may use plain HTTP besides 127.0.0.0/8.
     pub insecure_registries: Vec<String>,
+    /// Docker Hub mirrors, tried in order before Docker Hub for pulls.
+    pub registry_mirrors: Vec<String>,
     /// The default `bridge` network's device; `None` runs without a default network.
     pub default_bridge: Option<String>,
     /// Pools automatic subnets come from (Docker's defaults unless configured).

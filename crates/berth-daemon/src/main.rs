@@ -137,6 +137,7 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
         runtimes,
         shim_binary: find_shim()?,
         insecure_registries: file.insecure_registries,
+        registry_mirrors: file.registry_mirrors,
         default_bridge,
         address_pools: pools,
     })

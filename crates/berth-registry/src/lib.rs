@@ -34,7 +34,7 @@ mod sink;
 
 pub use client::{
     Client, ClientError, ClientOptions, CredentialStore, Credentials, Progress, ProgressEvent,
-    ProgressFn, PullOptions, PulledImage, PushOptions,
+    ProgressFn, PullOptions, PullSession, PulledImage, PushOptions,
 };
 pub use errors::{ApiError, ErrorBody, ErrorCode, ErrorInfo};
 pub use manifest::{Descriptor, Manifest, Platform};

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth_registry::server::{AuthMode, Htpasswd, TokenService};
-use berth_registry::{CredentialStore, Credentials, ProgressEvent, PullOptions, PushOptions};
+use berth_registry::{
+    Client, ClientOptions, CredentialStore, Credentials, ProgressEvent, PullOptions, PushOptions,
+};
 use berth_store::ContentStore;
 use common::*;
 
@@ -614,4 +616,88 @@ async fn pull_through_cache_serves_upstream_content_and_keeps_it() {
             || err.to_string().contains("unavailable"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn docker_hub_pulls_use_the_first_answering_mirror() {
+    let srv = start_server(AuthMode::None, None, None).await;
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = ContentStore::open(src_dir.path()).unwrap();
+    let img = make_image(&src, &[64 << 10, 128 << 10, 32 << 10]);
+    client(CredentialStore::empty())
+        .push(
+            &reference(srv.addr, "library/busybox:latest"),
+            &src,
+            &img.manifest,
+            &PushOptions::default(),
+        )
+        .await
+        .unwrap();
+    // A mirror that refuses connections comes first: it is skipped.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let options = ClientOptions {
+        registry_mirrors: vec![format!("http://{dead}"), format!("http://{}/", srv.addr)],
+        max_concurrent_downloads: 1,
+        ..fast_options()
+    };
+    let c = Client::new(options, CredentialStore::empty()).unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let dst = ContentStore::open(dst_dir.path()).unwrap();
+    let hub = berth_store::Reference::parse("busybox").unwrap();
+    let (progress, events) = recorder();
+    let opts = PullOptions {
+        progress: Some(progress.clone()),
+        ..Default::default()
+    };
+    let session = c.start_pull(&hub, &dst, &opts).await.unwrap();
+    assert_eq!(session.source(), format!("http://{}", srv.addr));
+    assert_eq!(session.layers().len(), 3);
+    assert_eq!(session.config().digest, img.config);
+    let ready = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ready.clone();
+    session
+        .fetch_layers(&Some(progress), move |i| seen.lock().unwrap().push(i))
+        .await
+        .unwrap();
+    let mut ready = ready.lock().unwrap().clone();
+    ready.sort();
+    assert_eq!(ready, [0, 1, 2], "every layer announced once");
+    let pulled = session.finish().await.unwrap();
+    assert_eq!(pulled.digest, img.manifest);
+    let events = events.lock().unwrap().clone();
+    let count = |want: ProgressEvent| events.iter().filter(|e| e.event == want).count();
+    assert_eq!(count(ProgressEvent::Pending), 3, "{events:?}");
+    assert_eq!(count(ProgressEvent::DownloadComplete), 3);
+    // Names of other registries never go to a mirror.
+    let elsewhere = berth_store::Reference::parse(&format!("{dead}/library/busybox")).unwrap();
+    assert!(
+        c.pull(&elsewhere, &dst, &PullOptions::default())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn pushing_a_manifest_given_as_bytes() {
+    let srv = start_server(AuthMode::None, None, None).await;
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = ContentStore::open(src_dir.path()).unwrap();
+    let img = make_image(&src, &[10 << 10]);
+    let bytes = src.read_to_vec(&img.manifest).unwrap();
+    // Not in the content store: only its blobs are.
+    src.delete(&img.manifest).unwrap();
+    let c = client(CredentialStore::empty());
+    let r = reference(srv.addr, "bytes/app:v1");
+    let digest = c
+        .push_manifest_bytes(&r, &src, bytes.into(), &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(digest, img.manifest);
+    let dst_dir = tempfile::tempdir().unwrap();
+    let dst = ContentStore::open(dst_dir.path()).unwrap();
+    let pulled = c.pull(&r, &dst, &PullOptions::default()).await.unwrap();
+    assert_eq!(pulled.digest, img.manifest);
 }

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod build;
 pub mod content;
 pub mod digest;
+pub mod distribution;
 pub mod error;
 pub mod image;
 pub mod layer;

@@ -318,6 +318,8 @@ impl Store {
             let diff_ids: Vec<Digest> = entry.layers.iter().map(|l| l.diff_id.clone()).collect();
             live.extend(crate::layer::chain_id(&diff_ids).iter().map(|c| c.to_string()));
         }
+        // Compressed copies of layers still in use, kept for pushes (distribution/compressed.rs).
+        blobs.extend(self.compressed_layer_roots(&images, &cache)?);
         let (leased_blobs, leased_chains) = self.leases.roots();
         blobs.extend(leased_blobs);
         live.extend(leased_chains.iter().map(|c| c.to_string()));

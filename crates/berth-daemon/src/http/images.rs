@@ -98,11 +98,22 @@ async fn create(
     else {
         return ServiceError::invalid("fromImage or fromSrc is required").into_response();
     };
-    let tag = p.get("tag").map(str::to_string);
+    // moby: `pull -a` may send the name with a trailing ':'.
+    let image = image.strip_suffix(':').unwrap_or(&image).to_string();
+    let tag = p.get("tag").filter(|t| !t.is_empty()).map(str::to_string);
     let platform = p.get("platform").map(str::to_string);
+    // A bare repository name with no tag means every tag (the API's `pull -a`).
+    let all_tags = tag.is_none()
+        && berth_store::Reference::parse_named(&image)
+            .is_ok_and(|r| r.tag().is_none() && r.digest().is_none());
     progress_stream(move |sink| async move {
-        d.pull_image(&image, tag.as_deref(), platform.as_deref(), auth, sink)
-            .await
+        if all_tags {
+            d.pull_all_tags(&image, platform.as_deref(), auth, sink)
+                .await
+        } else {
+            d.pull_image(&image, tag.as_deref(), platform.as_deref(), auth, sink)
+                .await
+        }
     })
 }
 

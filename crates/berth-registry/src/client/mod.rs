@@ -25,7 +25,7 @@ pub use auth::{Challenge, parse_www_authenticate};
 pub use credentials::{
     CredentialError, CredentialStore, Credentials, DOCKER_HUB_AUTH_KEY, registry_key,
 };
-pub use pull::{FetchedManifest, PullOptions, PulledImage, ResolvedImage};
+pub use pull::{FetchedManifest, PullOptions, PullSession, PulledImage, ResolvedImage};
 pub use push::PushOptions;
 
 use crate::errors::ErrorInfo;
@@ -51,6 +51,8 @@ pub struct ClientOptions {
     pub retry_delay: Duration,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// Mirrors of Docker Hub (`http[s]://host[:port]`), tried in order before it for pulls.
+    pub registry_mirrors: Vec<String>,
 }
 
 impl Default for ClientOptions {
@@ -64,6 +66,7 @@ impl Default for ClientOptions {
             download_retries: 5,
             retry_delay: Duration::from_millis(500),
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
+            registry_mirrors: Vec::new(),
         }
     }
 }
@@ -71,6 +74,8 @@ impl Default for ClientOptions {
 /// Per-layer progress of a pull or push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProgressEvent {
+    /// Missing locally: will be downloaded (docker's "Pulling fs layer").
+    Pending,
     /// Queued behind other layers.
     Waiting,
     /// Bytes received so far.

@@ -84,12 +84,134 @@ pub struct PulledImage {
     pub layers: Vec<Descriptor>,
 }
 
+/// A pull under way: the image is resolved and its configuration stored; the layers
+/// follow with [`PullSession::fetch_layers`] and the manifests with
+/// [`PullSession::finish`].
+pub struct PullSession {
+    client: Client,
+    host: Arc<Host>,
+    name: RepoName,
+    content: ContentStore,
+    resolved: ResolvedImage,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+impl PullSession {
+    /// The image configuration blob (already in the content store).
+    pub fn config(&self) -> &Descriptor {
+        &self.config
+    }
+
+    /// The layers to fetch, base first (foreign layers left out).
+    pub fn layers(&self) -> &[Descriptor] {
+        &self.layers
+    }
+
+    /// The digest the reference resolved to (the index's if there is one).
+    pub fn digest(&self) -> &Digest {
+        self.resolved.digest()
+    }
+
+    /// The registry the image comes from (`scheme://host[:port]`, a mirror's URL if a
+    /// mirror answered).
+    pub fn source(&self) -> &str {
+        &self.host.base
+    }
+
+    /// Fetches the layers missing from the content store, a few at a time; `ready(i)` is
+    /// called (from any task) as soon as layer `i` is in the content store, at once for
+    /// layers already there. The first failure ends the fetch and aborts the others.
+    pub async fn fetch_layers(
+        &self,
+        progress: &Option<ProgressFn>,
+        ready: impl Fn(usize) + Send + Sync + 'static,
+    ) -> Result<()> {
+        let ready = Arc::new(ready);
+        let limit = Arc::new(Semaphore::new(
+            self.client.options().max_concurrent_downloads.max(1),
+        ));
+        let mut tasks = JoinSet::new();
+        for (i, layer) in self.layers.iter().cloned().enumerate() {
+            if self.content.exists(&layer.digest) {
+                report(progress, &layer.digest, ProgressEvent::AlreadyExists);
+                ready(i);
+                continue;
+            }
+            report(progress, &layer.digest, ProgressEvent::Pending);
+            let (client, host, name, content, limit, progress, ready) = (
+                self.client.clone(),
+                self.host.clone(),
+                self.name.clone(),
+                self.content.clone(),
+                limit.clone(),
+                progress.clone(),
+                ready.clone(),
+            );
+            tasks.spawn(async move {
+                let _permit = match limit.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        report(&progress, &layer.digest, ProgressEvent::Waiting);
+                        limit
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore is never closed")
+                    }
+                };
+                client
+                    .fetch_blob(&host, &name, &layer, &content, &progress)
+                    .await?;
+                ready(i);
+                Ok::<(), ClientError>(())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            // The first failure ends the pull; dropping the set aborts the other layers.
+            done.expect("layer download task does not panic")?;
+        }
+        Ok(())
+    }
+
+    /// Stores the manifest (and index) after everything they refer to; returns what the
+    /// pull stored.
+    pub async fn finish(self) -> Result<PulledImage> {
+        let stored = [Some(&self.resolved.manifest), self.resolved.index.as_ref()];
+        for fetched in stored.into_iter().flatten() {
+            let (cs, bytes, d) = (
+                self.content.clone(),
+                fetched.bytes.clone(),
+                fetched.digest.clone(),
+            );
+            blocking(move || cs.put_bytes(&bytes))
+                .await
+                .map_err(|e| ClientError::store(&d, e))?;
+        }
+        Ok(PulledImage {
+            digest: self.resolved.digest().clone(),
+            manifest_digest: self.resolved.manifest.digest.clone(),
+            manifest_media_type: self.resolved.manifest.media_type.clone(),
+            config: self.config,
+            layers: self.layers,
+        })
+    }
+}
+
 fn report(progress: &Option<ProgressFn>, digest: &Digest, event: ProgressEvent) {
     if let Some(p) = progress {
         p(Progress {
             digest: digest.clone(),
             event,
         });
+    }
+}
+
+/// What a reference asks the registry for: its digest, else its tag (default `latest`).
+fn manifest_target(reference: &Reference) -> ManifestRef {
+    match (reference.digest(), reference.tag()) {
+        (Some(d), _) => ManifestRef::Digest(d.clone()),
+        (None, Some(t)) => ManifestRef::Tag(t.to_string()),
+        (None, None) => ManifestRef::Tag(berth_store::reference::DEFAULT_TAG.to_string()),
     }
 }
 
@@ -105,11 +227,7 @@ impl Client {
     pub async fn fetch_manifest(&self, reference: &Reference) -> Result<FetchedManifest> {
         let name = repo_name(reference)?;
         let host = self.transport.host(reference.domain()).await?;
-        let target = match (reference.digest(), reference.tag()) {
-            (Some(d), _) => ManifestRef::Digest(d.clone()),
-            (None, Some(t)) => ManifestRef::Tag(t.to_string()),
-            (None, None) => ManifestRef::Tag(berth_store::reference::DEFAULT_TAG.to_string()),
-        };
+        let target = manifest_target(reference);
         self.fetch_manifest_in(&host, &name, &target, &reference.to_string())
             .await
     }
@@ -193,7 +311,21 @@ impl Client {
         reference: &Reference,
         platform: Option<&Platform>,
     ) -> Result<ResolvedImage> {
-        let top = self.fetch_manifest(reference).await?;
+        let host = self.transport.host(reference.domain()).await?;
+        self.resolve_on(&host, reference, platform).await
+    }
+
+    async fn resolve_on(
+        &self,
+        host: &Host,
+        reference: &Reference,
+        platform: Option<&Platform>,
+    ) -> Result<ResolvedImage> {
+        let name = repo_name(reference)?;
+        let target = manifest_target(reference);
+        let top = self
+            .fetch_manifest_in(host, &name, &target, &reference.to_string())
+            .await?;
         if kind_of(&top.media_type) == Some(ManifestKind::Image) {
             return Ok(ResolvedImage {
                 index: None,
@@ -209,12 +341,10 @@ impl Client {
                 platform: wanted.to_string(),
             })?
             .clone();
-        let name = repo_name(reference)?;
-        let host = self.transport.host(reference.domain()).await?;
         let shown = format!("{}@{}", reference.name(), child.digest);
         let manifest = self
             .fetch_manifest_in(
-                &host,
+                host,
                 &name,
                 &ManifestRef::Digest(child.digest.clone()),
                 &shown,
@@ -233,79 +363,82 @@ impl Client {
     }
 
     /// Pulls `reference` into `content`: config and layers (skipping those present), then
-    /// the manifest and index. Returns what was stored.
+    /// the manifest and index. Returns what was stored. [`Client::start_pull`] does the
+    /// same in steps, for callers that unpack layers while others download.
     pub async fn pull(
         &self,
         reference: &Reference,
         content: &ContentStore,
         options: &PullOptions,
     ) -> Result<PulledImage> {
-        let resolved = self.resolve(reference, options.platform.as_ref()).await?;
-        let m = &resolved.manifest.manifest;
-        let config = m
+        let session = self.start_pull(reference, content, options).await?;
+        session.fetch_layers(&options.progress, |_| {}).await?;
+        session.finish().await
+    }
+
+    /// Starts a pull: resolves `reference` (from the first answering mirror for Docker
+    /// Hub names when mirrors are configured, else from its registry) and fetches the
+    /// image configuration into `content`.
+    pub async fn start_pull(
+        &self,
+        reference: &Reference,
+        content: &ContentStore,
+        options: &PullOptions,
+    ) -> Result<PullSession> {
+        let name = repo_name(reference)?;
+        if reference.domain() == berth_store::reference::DEFAULT_DOMAIN {
+            for mirror in &self.options().registry_mirrors {
+                let attempt = async {
+                    let host = self.transport.mirror(mirror).await?;
+                    self.start_pull_on(host, &name, reference, content, options)
+                        .await
+                };
+                match attempt.await {
+                    Ok(session) => return Ok(session),
+                    Err(e) => tracing::warn!("pull {reference} from mirror {mirror}: {e}"),
+                }
+            }
+        }
+        let host = self.transport.host(reference.domain()).await?;
+        self.start_pull_on(host, &name, reference, content, options)
+            .await
+    }
+
+    async fn start_pull_on(
+        &self,
+        host: Arc<Host>,
+        name: &RepoName,
+        reference: &Reference,
+        content: &ContentStore,
+        options: &PullOptions,
+    ) -> Result<PullSession> {
+        let resolved = self
+            .resolve_on(&host, reference, options.platform.as_ref())
+            .await?;
+        let config = resolved
+            .manifest
+            .manifest
             .config
             .clone()
             .expect("image manifests have a config (checked by parse)");
-        let name = repo_name(reference)?;
-        let host = self.transport.host(reference.domain()).await?;
-
         if !content.exists(&config.digest) {
-            self.fetch_blob(&host, &name, &config, content, &None)
+            self.fetch_blob(&host, name, &config, content, &None)
                 .await?;
         }
-        let layers: Vec<Descriptor> = m
+        let layers = resolved
+            .manifest
+            .manifest
             .layers
             .iter()
             .filter(|l| !l.is_foreign())
             .cloned()
             .collect();
-        let limit = Arc::new(Semaphore::new(
-            self.options().max_concurrent_downloads.max(1),
-        ));
-        let mut tasks = JoinSet::new();
-        for layer in layers.iter().cloned() {
-            let progress = options.progress.clone();
-            if content.exists(&layer.digest) {
-                report(&progress, &layer.digest, ProgressEvent::AlreadyExists);
-                continue;
-            }
-            report(&progress, &layer.digest, ProgressEvent::Waiting);
-            let (client, host, name, content, limit) = (
-                self.clone(),
-                host.clone(),
-                name.clone(),
-                content.clone(),
-                limit.clone(),
-            );
-            tasks.spawn(async move {
-                let _permit = limit
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore is never closed");
-                client
-                    .fetch_blob(&host, &name, &layer, &content, &progress)
-                    .await
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            // The first failure ends the pull; dropping the set aborts the other layers.
-            done.expect("layer download task does not panic")?;
-        }
-        let stored = [Some(&resolved.manifest), resolved.index.as_ref()];
-        for fetched in stored.into_iter().flatten() {
-            let (cs, bytes, d) = (
-                content.clone(),
-                fetched.bytes.clone(),
-                fetched.digest.clone(),
-            );
-            blocking(move || cs.put_bytes(&bytes))
-                .await
-                .map_err(|e| ClientError::store(&d, e))?;
-        }
-        Ok(PulledImage {
-            digest: resolved.digest().clone(),
-            manifest_digest: resolved.manifest.digest.clone(),
-            manifest_media_type: resolved.manifest.media_type.clone(),
+        Ok(PullSession {
+            client: self.clone(),
+            host,
+            name: name.clone(),
+            content: content.clone(),
+            resolved,
             config,
             layers,
         })

@@ -87,6 +87,38 @@ impl Client {
         manifest: &Digest,
         options: &PushOptions,
     ) -> Result<Digest> {
+        let job = self.push_job(reference, content, options).await?;
+        let target = match reference.tag() {
+            Some(t) => ManifestRef::Tag(t.to_string()),
+            None => ManifestRef::Digest(manifest.clone()),
+        };
+        job.push_manifest(manifest, &target).await
+    }
+
+    /// Pushes an image manifest given as `bytes` (not stored locally: e.g. one listing
+    /// compressed copies of local layers) after the blobs it names, which must be in
+    /// `content`. Returns the manifest digest.
+    pub async fn push_manifest_bytes(
+        &self,
+        reference: &Reference,
+        content: &ContentStore,
+        bytes: Bytes,
+        options: &PushOptions,
+    ) -> Result<Digest> {
+        let job = self.push_job(reference, content, options).await?;
+        let target = match reference.tag() {
+            Some(t) => ManifestRef::Tag(t.to_string()),
+            None => ManifestRef::Digest(Digest::from_bytes(&bytes)),
+        };
+        job.push_document(bytes, &target).await
+    }
+
+    async fn push_job(
+        &self,
+        reference: &Reference,
+        content: &ContentStore,
+        options: &PushOptions,
+    ) -> Result<Arc<PushJob>> {
         let name = repo_name(reference)?;
         let host = self.transport.host(reference.domain()).await?;
         let mut scopes = vec![format!("repository:{name}:pull,push")];
@@ -95,7 +127,7 @@ impl Client {
                 scopes.push(format!("repository:{from}:pull"));
             }
         }
-        let job = Arc::new(PushJob {
+        Ok(Arc::new(PushJob {
             client: self.clone(),
             host,
             name,
@@ -103,12 +135,7 @@ impl Client {
             content: content.clone(),
             options: options.clone(),
             shown: reference.to_string(),
-        });
-        let target = match reference.tag() {
-            Some(t) => ManifestRef::Tag(t.to_string()),
-            None => ManifestRef::Digest(manifest.clone()),
-        };
-        job.push_manifest(manifest, &target).await
+        }))
     }
 }
 
@@ -129,13 +156,19 @@ impl PushJob {
         }
     }
 
-    /// Pushes a manifest's dependencies, then the manifest under `target`.
+    /// Pushes a stored manifest's dependencies, then the manifest under `target`.
     async fn push_manifest(
         self: &Arc<Self>,
         digest: &Digest,
         target: &ManifestRef,
     ) -> Result<Digest> {
         let bytes = self.read_content(digest).await?;
+        self.push_document(bytes, target).await
+    }
+
+    /// Pushes a manifest's dependencies, then the manifest `bytes` under `target`.
+    async fn push_document(self: &Arc<Self>, bytes: Bytes, target: &ManifestRef) -> Result<Digest> {
+        let digest = Digest::from_bytes(&bytes);
         let (manifest, media_type) =
             Manifest::parse(&bytes, "").map_err(|source| ClientError::Manifest {
                 reference: format!("{}@{digest}", self.shown),
@@ -184,17 +217,16 @@ impl PushJob {
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
             return Err(error_from(&Method::PUT, &url, resp).await);
         }
-        let computed = Digest::from_bytes(&bytes);
         if let Some(d) = docker_digest(&resp)
-            && d != computed
+            && d != digest
         {
             return Err(ClientError::ManifestDigest {
                 reference: self.shown.clone(),
-                expected: computed,
+                expected: digest,
                 actual: d,
             });
         }
-        Ok(computed)
+        Ok(digest)
     }
 
     async fn push_blobs(self: &Arc<Self>, blobs: Vec<Descriptor>) -> Result<()> {
@@ -203,13 +235,18 @@ impl PushJob {
         ));
         let mut tasks = JoinSet::new();
         for blob in blobs {
-            report(&self.options.progress, &blob.digest, ProgressEvent::Waiting);
             let (job, limit) = (self.clone(), limit.clone());
             tasks.spawn(async move {
-                let _permit = limit
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore is never closed");
+                let _permit = match limit.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        report(&job.options.progress, &blob.digest, ProgressEvent::Waiting);
+                        limit
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore is never closed")
+                    }
+                };
                 job.push_blob(&blob).await
             });
         }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -100,6 +100,23 @@ pub(crate) struct Transport {
     roots: Arc<RootCertStore>,
     /// For URLs off the registry (token realms, blob redirects to a CDN).
     default_http: Http,
+}
+
+/// The system's root certificates (webpki's if it has none), loaded once per process:
+/// reading and parsing /etc/ssl/certs costs milliseconds every pull would pay.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+            Arc::new(roots)
+        })
+        .clone()
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -288,20 +305,55 @@ pub(crate) async fn error_from(
 
 impl Transport {
     pub(crate) fn new(options: ClientOptions, credentials: CredentialStore) -> Result<Transport> {
-        let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(native.certs);
-        if added == 0 {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        let default_http = http_client(verifying_tls(roots.clone(), "default")?);
+        let roots = system_roots();
+        let default_http = http_client(verifying_tls((*roots).clone(), "default")?);
         Ok(Transport {
             options,
             credentials,
             hosts: AsyncMutex::default(),
-            roots: Arc::new(roots),
+            roots,
             default_http,
         })
+    }
+
+    /// The connected Docker Hub mirror at `url` (`http[s]://host[:port]`, no path, as
+    /// dockerd requires), pinging it on first use. It gets Docker Hub's credentials, as
+    /// with dockerd.
+    pub(crate) async fn mirror(&self, url: &str) -> Result<Arc<Host>> {
+        let base = url.trim_end_matches('/').to_string();
+        let bad = |reason: &str| ClientError::Url {
+            url: url.to_string(),
+            reason: format!("registry mirror: {reason}"),
+        };
+        let authority = match base.split_once("://") {
+            Some(("http" | "https", a)) => a.to_string(),
+            _ => return Err(bad("must start with http:// or https://")),
+        };
+        if authority.is_empty() || authority.contains(['/', '?', '#']) {
+            return Err(bad("must be scheme://host[:port] without a path"));
+        }
+        let key = format!("mirror {base}");
+        let mut hosts = self.hosts.lock().await;
+        if let Some(h) = hosts.get(&key) {
+            return Ok(h.clone());
+        }
+        let store = self.credentials.clone();
+        let credentials =
+            tokio::task::spawn_blocking(move || store.get(berth_store::reference::DEFAULT_DOMAIN))
+                .await
+                .expect("credential lookup does not panic")?;
+        let http = self.http_for(&authority)?;
+        let scheme = self.ping(&http, &base).await?;
+        tracing::debug!(mirror = base, ?scheme, "registry mirror pinged");
+        let host = Arc::new(Host {
+            base,
+            http,
+            credentials,
+            scheme: Mutex::new(scheme),
+            tokens: Mutex::default(),
+        });
+        hosts.insert(key, host.clone());
+        Ok(host)
     }
 
     fn is_insecure(&self, domain: &str) -> bool {
@@ -735,5 +787,20 @@ mod tests {
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("example.com:5000"));
         assert!(!is_loopback("10.0.0.1"));
+    }
+
+    #[tokio::test]
+    async fn mirrors_must_be_scheme_host_and_port() {
+        let t = Transport::new(ClientOptions::default(), CredentialStore::empty()).unwrap();
+        for bad in [
+            "127.0.0.1:5000",
+            "ftp://127.0.0.1:5000",
+            "http://127.0.0.1:5000/v2",
+            "https://",
+            "http://h?q",
+        ] {
+            let err = t.mirror(bad).await.err().expect(bad);
+            assert!(err.to_string().contains("registry mirror"), "{bad}: {err}");
+        }
     }
 }
