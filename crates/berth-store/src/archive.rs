@@ -648,4 +648,3 @@ impl Store {
 fn enc<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| StoreError::json(format!("encode {what}"), e))
 }
-

@@ -294,13 +294,9 @@ impl Store {
     pub fn gc(&self) -> Result<GcStats> {
         let _guard = self.gc_lock.write().unwrap_or_else(|p| p.into_inner());
         let mut stats = GcStats::default();
-        let (images, snapshots, cache) = self.meta.read(|tx| {
-            Ok((
-                tx.images()?,
-                tx.snapshots()?,
-                tx.records(BUILD_CACHE_KIND)?,
-            ))
-        })?;
+        let (images, snapshots, cache) = self
+            .meta
+            .read(|tx| Ok((tx.images()?, tx.snapshots()?, tx.records(BUILD_CACHE_KIND)?)))?;
         let mut blobs: HashSet<Digest> = HashSet::new();
         let mut live: HashSet<String> = HashSet::new();
         for img in &images {
@@ -316,7 +312,11 @@ impl Store {
             };
             blobs.extend(entry.layers.iter().map(|l| l.digest.clone()));
             let diff_ids: Vec<Digest> = entry.layers.iter().map(|l| l.diff_id.clone()).collect();
-            live.extend(crate::layer::chain_id(&diff_ids).iter().map(|c| c.to_string()));
+            live.extend(
+                crate::layer::chain_id(&diff_ids)
+                    .iter()
+                    .map(|c| c.to_string()),
+            );
         }
         // Compressed copies of layers still in use, kept for pushes (distribution/compressed.rs).
         blobs.extend(self.compressed_layer_roots(&images, &cache)?);
