@@ -32,6 +32,10 @@ pub struct FileConfig {
     /// pulls of Docker Hub images.
     #[serde(default)]
     pub registry_mirrors: Vec<String>,
+    /// `max-concurrent-downloads`: layers a pull fetches at once (docker's default 3).
+    pub max_concurrent_downloads: Option<usize>,
+    /// `max-concurrent-uploads`: layers a push sends at once (docker's default 5).
+    pub max_concurrent_uploads: Option<usize>,
     /// `bridge`: the default network's bridge device, or `none` for no default network.
     pub bridge: Option<String>,
     /// `default-address-pools`: where automatic network subnets come from.
@@ -84,6 +88,10 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// Docker Hub mirrors, tried in order before Docker Hub for pulls.
     pub registry_mirrors: Vec<String>,
+    /// Layers a pull fetches at once.
+    pub max_concurrent_downloads: usize,
+    /// Layers a push sends at once.
+    pub max_concurrent_uploads: usize,
     /// The default `bridge` network's device; `None` runs without a default network.
     pub default_bridge: Option<String>,
     /// Pools automatic subnets come from (Docker's defaults unless configured).

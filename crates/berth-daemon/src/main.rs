@@ -138,6 +138,8 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
         shim_binary: find_shim()?,
         insecure_registries: file.insecure_registries,
         registry_mirrors: file.registry_mirrors,
+        max_concurrent_downloads: file.max_concurrent_downloads.unwrap_or(3).max(1),
+        max_concurrent_uploads: file.max_concurrent_uploads.unwrap_or(5).max(1),
         default_bridge,
         address_pools: pools,
     })

@@ -64,6 +64,8 @@ impl Daemon {
             loopback_insecure: true,
             certs_dir: Some(std::path::PathBuf::from("/etc/docker/certs.d")),
             registry_mirrors: self.config.registry_mirrors.clone(),
+            max_concurrent_downloads: self.config.max_concurrent_downloads,
+            max_concurrent_uploads: self.config.max_concurrent_uploads,
             ..Default::default()
         };
         Client::new(options, credentials).map_err(|e| ServiceError::internal(e.to_string()))
