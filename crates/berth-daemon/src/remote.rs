@@ -1,13 +1,10 @@
-//! Fetching `import` sources given as URLs.
-//!
-//! Plain `http://` only for now: HTTPS needs the TLS client the registry client will bring.
+//! Fetching sources given as URLs (`import`, `ADD`): http, or https verified against the
+//! system's roots (the registry client's TLS stack).
 
 use std::io::Read;
 
 use futures_util::TryStreamExt;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::error::{ServiceError, ServiceResult};
 
@@ -16,22 +13,14 @@ use crate::error::{ServiceError, ServiceResult};
 pub async fn fetch(url: &str) -> ServiceResult<Box<dyn Read + Send>> {
     let uri: hyper::Uri = url
         .parse()
-        .map_err(|e| ServiceError::invalid(format!("invalid import URL {url}: {e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(ServiceError::invalid(format!(
-                "cannot import from {url}: https sources are not supported yet, download the file and import it from stdin"
-            )));
-        }
-        _ => {
-            return Err(ServiceError::invalid(format!(
-                "invalid import URL {url}: use http://"
-            )));
-        }
+        .map_err(|e| ServiceError::invalid(format!("invalid URL {url}: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(ServiceError::invalid(format!(
+            "invalid URL {url}: use http:// or https://"
+        )));
     }
-    let client =
-        Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let client = berth_registry::client::web_client()
+        .map_err(|e| ServiceError::internal(format!("cannot fetch {url}: {e}")))?;
     let response = client
         .get(uri)
         .await

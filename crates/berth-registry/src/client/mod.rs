@@ -27,6 +27,7 @@ pub use credentials::{
 };
 pub use pull::{FetchedManifest, PullOptions, PullSession, PulledImage, ResolvedImage};
 pub use push::PushOptions;
+pub use transport::{WebClient, web_client};
 
 use crate::errors::ErrorInfo;
 use crate::manifest::ManifestError;

@@ -132,6 +132,21 @@ fn http_client(tls: rustls::ClientConfig) -> Http {
     HyperClient::builder(TokioExecutor::new()).build(connector)
 }
 
+/// An HTTP client for web URLs that are not registries (the sources of `ADD` and `import`):
+/// plain http, or https verified against the system's roots.
+pub type WebClient = HyperClient<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// A [`WebClient`].
+pub fn web_client() -> Result<WebClient> {
+    let tls = verifying_tls((*system_roots()).clone(), "web")?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(HyperClient::builder(TokioExecutor::new()).build(connector))
+}
+
 fn verifying_tls(roots: RootCertStore, host: &str) -> Result<rustls::ClientConfig> {
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

@@ -552,3 +552,51 @@ CMD [\"cat\", \"/seen\", \"/app.txt\"]
         .ok("build -q again");
     assert_eq!(first, again);
 }
+
+/// Serves `body` to every GET on a loopback port, on a thread of its own.
+fn serve_file(body: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_fetches_urls_and_checks_their_checksum() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let body: &'static [u8] = b"downloaded content\n";
+    let port = serve_file(body);
+    let sum = berth_e2e::fixtures::sha256_hex(body);
+    let dockerfile = format!(
+        "FROM busybox\nADD --checksum=sha256:{sum} http://127.0.0.1:{port}/files/data.txt /srv/\nCMD [\"sh\", \"-c\", \"cat /srv/data.txt; stat -c %a /srv/data.txt\"]\n"
+    );
+    ok(build(
+        &d,
+        "t=added:1",
+        &context(&[("Dockerfile", &dockerfile)]),
+    ));
+    assert_eq!(
+        d.berth(&["run", "--rm", "added:1"]).ok("run added:1"),
+        "downloaded content\n600"
+    );
+    let wrong = format!(
+        "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/files/data.txt /srv/\n",
+        "0".repeat(64)
+    );
+    let built = build(&d, "", &context(&[("Dockerfile", &wrong)]));
+    let error = built.error.expect("a wrong checksum fails the build");
+    assert!(error.contains("checksum"), "{error}");
+}
