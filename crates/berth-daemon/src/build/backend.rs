@@ -636,6 +636,22 @@ async fn download(url: &str, checksum: Option<&str>) -> ServiceResult<Download> 
     Ok(Download { name, content })
 }
 
+/// The paths under `base` that `sources` select once `excludes` are applied.
+fn excluding(base: &Path, sources: &[String], excludes: &[String]) -> ServiceResult<Vec<String>> {
+    let invalid = |e: berth_build::context::ContextError| ServiceError::invalid(e.to_string());
+    let index = berth_build::context::ContextIndex::scan(
+        base,
+        &berth_build::context::IgnoreMatcher::default(),
+    )
+    .map_err(invalid)?;
+    Ok(index
+        .select(sources, excludes)
+        .map_err(invalid)?
+        .into_iter()
+        .map(|e| e.path.clone())
+        .collect())
+}
+
 /// Performs a COPY/ADD onto the mounted root `root` (blocking).
 fn copy_into(
     store: &Arc<Store>,
@@ -658,10 +674,25 @@ fn copy_into(
         .map(fsops::parse_chmod)
         .transpose()
         .map_err(|e| ServiceError::invalid(e.to_string()))?;
+    // Other stages and images are mounted first; with `--exclude`, what their sources
+    // select is worked out the way context sources are (the same matcher).
     let mut views = Vec::new();
+    let mut selections: Vec<Option<Vec<String>>> = Vec::new();
+    for (input, view_dir) in spec.inputs.iter().zip(view_dirs) {
+        let selection = match input {
+            CopyInput::Rootfs { rootfs, sources } => {
+                views.push(View::mount(store, rootfs, view_dir.clone())?);
+                (!spec.excludes.is_empty())
+                    .then(|| excluding(view_dir, sources, &spec.excludes))
+                    .transpose()?
+            }
+            _ => None,
+        };
+        selections.push(selection);
+    }
     let mut downloads = downloads.into_iter();
     let mut sources = Vec::new();
-    for (input, view_dir) in spec.inputs.iter().zip(view_dirs) {
+    for ((input, view_dir), selection) in spec.inputs.iter().zip(view_dirs).zip(&selections) {
         match input {
             CopyInput::Context {
                 sources: patterns,
@@ -680,14 +711,12 @@ fn copy_into(
                 });
             }
             CopyInput::Rootfs {
-                rootfs,
-                sources: patterns,
+                sources: patterns, ..
             } => {
-                views.push(View::mount(store, rootfs, view_dir.clone())?);
                 sources.push(CopySource::Dir {
                     base: view_dir,
                     patterns: patterns.clone(),
-                    selected: None,
+                    selected: selection.as_deref(),
                     keep_owner: true,
                 });
             }

@@ -600,3 +600,25 @@ fn add_fetches_urls_and_checks_their_checksum() {
     let error = built.error.expect("a wrong checksum fails the build");
     assert!(error.contains("checksum"), "{error}");
 }
+
+#[test]
+fn copy_exclude_applies_to_context_and_stage_sources() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let dockerfile = "FROM busybox AS build
+RUN mkdir -p /out/sub && echo a > /out/a.txt && echo b > /out/b.log && echo c > /out/sub/c.log
+FROM busybox
+COPY --from=build --exclude=*.log --exclude=**/*.log /out/ /dst/
+COPY --exclude=*.md . /ctx/
+CMD [\"sh\", \"-c\", \"cd / && find dst ctx -type f | sort\"]
+";
+    let files = [
+        ("Dockerfile", dockerfile),
+        ("keep.txt", "k"),
+        ("skip.md", "s"),
+    ];
+    ok(build(&d, "t=excl:1", &context(&files)));
+    assert_eq!(
+        d.berth(&["run", "--rm", "excl:1"]).ok("run excl:1"),
+        "ctx/Dockerfile\nctx/keep.txt\ndst/a.txt"
+    );
+}
