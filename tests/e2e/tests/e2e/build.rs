@@ -622,3 +622,52 @@ CMD [\"sh\", \"-c\", \"cd / && find dst ctx -type f | sort\"]
         "ctx/Dockerfile\nctx/keep.txt\ndst/a.txt"
     );
 }
+
+#[test]
+fn onbuild_shell_and_config_instructions_land_as_docker_writes_them() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let parent = "FROM busybox
+ONBUILD RUN echo triggered > /onbuild.txt
+ONBUILD COPY child.txt /
+";
+    ok(build(&d, "t=parent:1", &context(&[("Dockerfile", parent)])));
+    let child = "FROM parent:1
+SHELL [\"/bin/sh\", \"-ec\"]
+RUN test -f /onbuild.txt && test -f /child.txt
+STOPSIGNAL SIGINT
+VOLUME /data
+ENTRYPOINT echo from entrypoint
+HEALTHCHECK NONE
+";
+    let (id, text) = ok(build(
+        &d,
+        "t=child:1",
+        &context(&[("Dockerfile", child), ("child.txt", "c")]),
+    ));
+    assert!(
+        text.contains(": RUN echo triggered > /onbuild.txt\n"),
+        "the trigger runs as a step of the child:\n{text}"
+    );
+    let config = &d.inspect_image(&id).unwrap()["Config"];
+    assert_eq!(config["StopSignal"], "SIGINT");
+    assert!(config["Volumes"].get("/data").is_some(), "{config}");
+    assert_eq!(
+        config["Entrypoint"],
+        serde_json::json!(["/bin/sh", "-ec", "echo from entrypoint"])
+    );
+    assert_eq!(
+        config["Cmd"],
+        serde_json::Value::Null,
+        "ENTRYPOINT drops the inherited CMD"
+    );
+    assert_eq!(config["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
+    assert_eq!(config["Healthcheck"]["Test"], serde_json::json!(["NONE"]));
+    assert!(
+        config["OnBuild"].as_array().is_none_or(|a| a.is_empty()),
+        "triggers are not inherited by the child: {config}"
+    );
+    assert_eq!(
+        d.berth(&["run", "--rm", "child:1"]).ok("run child:1"),
+        "from entrypoint"
+    );
+}
