@@ -172,36 +172,6 @@ fn path_order_keeps_subtrees_together() {
     assert_eq!(v, vec!["a", "a/b", "a/b/c", "a-b", "a.txt", "b"]);
 }
 
-/// Throughput of content hashing; run with `cargo test -p berth-build -- --ignored --nocapture`.
-/// Debug builds compile sha2 without optimisation, so the figure only means
-/// something with optimised dependencies.
-#[test]
-#[ignore]
-fn hashing_throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let chunk: Vec<u8> = (0..(1 << 20)).map(|i| (i * 31 % 251) as u8).collect();
-    let mut total = 0u64;
-    for f in 0..16 {
-        let mut data = Vec::with_capacity(16 << 20);
-        for _ in 0..16 {
-            data.extend_from_slice(&chunk);
-        }
-        data[0] = f as u8;
-        fs::write(dir.path().join(format!("f{f}")), &data).unwrap();
-        total += data.len() as u64;
-    }
-    let started = std::time::Instant::now();
-    let index = ContextIndex::scan(dir.path(), &IgnoreMatcher::default()).unwrap();
-    let all = index.select(&[".".into()], &[]).unwrap();
-    index.digest_of(&all).unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "hashed {} MB in {secs:.3}s: {:.0} MB/s",
-        total >> 20,
-        (total >> 20) as f64 / secs
-    );
-}
-
 /// A cache that counts what it is asked.
 #[derive(Debug, Default)]
 struct CountingCache {
