@@ -16,6 +16,8 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 RUNS=${RUNS:-10}
 WARMUP=${WARMUP:-2}
 ANCHORS=${ANCHORS:-$REPO/../shared/bench/anchors.sh}
@@ -26,21 +28,12 @@ SOCK=$BENCH/berth.sock
 BERTHD_PID=""
 export DOCKER_CLI_HINTS=false
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 cleanup() {
-  if [ -n "$BERTHD_PID" ] && [ -d "/proc/$BERTHD_PID" ]; then
-    kill -TERM "$BERTHD_PID" 2>/dev/null
-    for _ in $(seq 100); do [ -d "/proc/$BERTHD_PID" ] || break; sleep 0.1; done
-    kill -KILL "$BERTHD_PID" 2>/dev/null
-  fi
-  # Containers of this daemon would have kept their shims: there are none left after the
-  # builds, but a failed run may leave step containers; their shims are ours by exec root.
-  local d c
-  for d in /proc/[0-9]*; do
-    c=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
-    case $c in "$BIN/berth-shim "*"$BENCH/"*) kill -KILL "${d#/proc/}" 2>/dev/null ;; esac
-  done
+  stop_pid "$BERTHD_PID" berthd
+  # A failed run may leave step containers; their shims are ours by binary and exec root.
+  local p
+  for p in $(pids_matching "^$BIN/berth-shim .*$BENCH/"); do kill -KILL "$p" 2>/dev/null; done
   grep " $BENCH" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m"; done
   ip link del bbb0 2>/dev/null
   nft delete table inet bbb0 2>/dev/null
@@ -92,7 +85,7 @@ cat "$HCTX"/big* >/dev/null
 for _ in 1 2 3; do "$BIN/hash_context" "$HCTX"; done >"$RESULTS/hashing.txt"
 rm -rf "$HCTX"
 
-kill -TERM "$BERTHD_PID"; wait "$BERTHD_PID" 2>/dev/null; BERTHD_PID=""
+stop_pid "$BERTHD_PID" berthd; BERTHD_PID=""
 unset DOCKER_HOST
 
 if [ "${SKIP_DOCKER:-0}" != 1 ]; then

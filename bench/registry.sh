@@ -34,6 +34,8 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 RUNS=${RUNS:-10}
 WARMUP=${WARMUP:-1}
@@ -59,8 +61,6 @@ STARTED_PIDS=()
 BRIDGE_BEFORE=0
 export DOCKER_CLI_HINTS=false
 
-log()   { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # results.tsv: engine  key  description  median  unit  min  max  n  load1(before>after)
 rec_val() {   # engine key desc value unit
@@ -101,20 +101,6 @@ bench() {
   rec_json "$eng" "$key" "$desc" "$JSON/$eng.$key.json" "$l0"
 }
 
-pids_matching() {
-  local re=$1 d c
-  for d in /proc/[0-9]*; do
-    c=$( { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null ) || continue
-    [ -n "$c" ] && [[ $c =~ $re ]] && echo "${d#/proc/}"
-  done
-}
-wait_gone() { local p=$1 n=${2:-100}; while [ -d "/proc/$p" ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n-1)); done; [ ! -d "/proc/$p" ]; }
-stop_pid() {  # pid name: TERM, wait, then KILL - only this PID
-  local p=$1 name=$2
-  [ -n "$p" ] && [ -d "/proc/$p" ] || return 0
-  kill -TERM "$p" 2>/dev/null
-  wait_gone "$p" 150 || { log "$name ($p) ignored TERM, sending KILL"; kill -KILL "$p" 2>/dev/null; wait_gone "$p" 50; }
-}
 wait_api() {  # sock pid
   local n=0
   until curl -fsS --max-time 2 --unix-socket "$1" http://x/_ping >/dev/null 2>&1; do

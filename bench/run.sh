@@ -36,6 +36,8 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 BERTH_BRIDGE=${BERTH_BRIDGE:-bbench0}
 BERTH_POOL=${BERTH_POOL:-base=10.215.0.0/22,size=24}
@@ -78,8 +80,6 @@ IPFWD_BEFORE="" FWD_POLICY_BEFORE="" IPFWD_BEFORE_DOCKER="" FWD_POLICY_BEFORE_DO
 SYSTEM_DIRS="/run/containers /run/runc /run/libpod /run/netns /run/docker /run/containerd /var/lib/containers /etc/containers/networks"
 SYSTEM_DIRS_BEFORE=""
 
-log()   { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # ---------------------------------------------------------------- results ---
@@ -166,21 +166,6 @@ mem_kib() {  # field(Rss|Pss) pid...
 }
 mib() { awk -v k="$1" 'BEGIN{printf "%.2f", k/1024}'; }
 per() { awk -v k="$1" -v n="$2" 'BEGIN{ if (n > 0) printf "%.2f", k/1024/n; else print "n/a" }'; }
-# PIDs whose cmdline (NUL -> space) matches an ERE
-pids_matching() {
-  local re=$1 d c
-  for d in /proc/[0-9]*; do
-    c=$( { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null ) || continue
-    [ -n "$c" ] && [[ $c =~ $re ]] && echo "${d#/proc/}"
-  done
-}
-wait_gone() { local p=$1 n=${2:-100}; while [ -d "/proc/$p" ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n-1)); done; [ ! -d "/proc/$p" ]; }
-stop_pid() {  # pid name: TERM, wait, then KILL - only this PID
-  local p=$1 name=$2
-  [ -n "$p" ] && [ -d "/proc/$p" ] || return 0
-  kill -TERM "$p" 2>/dev/null
-  wait_gone "$p" 150 || { log "$name ($p) ignored TERM, sending KILL"; kill -KILL "$p" 2>/dev/null; wait_gone "$p" 50; }
-}
 # wait until a docker-compatible socket answers; prints ms waited or returns 1
 wait_api() {  # sock pid
   local t0 n=0; t0=$(now_ms)
