@@ -27,6 +27,16 @@ fn send(sink: &ProgressSink, message: JsonMessage) {
     let _ = sink.send(message);
 }
 
+/// Docker's last line of a pull: whether anything new came for `name`.
+fn send_verdict(sink: &ProgressSink, newer: bool, name: &str) {
+    let verdict = if newer {
+        "Downloaded newer image for"
+    } else {
+        "Image is up to date for"
+    };
+    send(sink, status(None, &format!("Status: {verdict} {name}")));
+}
+
 fn status(id: Option<&str>, text: &str) -> JsonMessage {
     JsonMessage {
         id: id.map(str::to_string),
@@ -93,18 +103,7 @@ impl Daemon {
             .pull_reference(&client, &reference, platform, &sink)
             .await?;
         send(&sink, status(None, &format!("Digest: {}", pulled.digest)));
-        let verdict = if pulled.newer {
-            "Downloaded newer image for"
-        } else {
-            "Image is up to date for"
-        };
-        send(
-            &sink,
-            status(
-                None,
-                &format!("Status: {verdict} {}", reference.familiar_string()),
-            ),
-        );
+        send_verdict(&sink, pulled.newer, &reference.familiar_string());
         Ok(())
     }
 
@@ -155,18 +154,7 @@ impl Daemon {
         if let (false, Some(e)) = (pulled_any, last_error) {
             return Err(e);
         }
-        let verdict = if newer {
-            "Downloaded newer image for"
-        } else {
-            "Image is up to date for"
-        };
-        send(
-            &sink,
-            status(
-                None,
-                &format!("Status: {verdict} {}", repository.familiar_name()),
-            ),
-        );
+        send_verdict(&sink, newer, &repository.familiar_name());
         Ok(())
     }
 
