@@ -221,6 +221,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&socket);
     let daemon = daemon::Daemon::start(config).await?;
+    let containers_cgroup = daemon.containers_cgroup();
     let listener = tokio::net::UnixListener::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
@@ -232,5 +233,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; containers keep running under their shims"),
     }
     let _ = std::fs::remove_file(&socket);
+    // The parent of container cgroups goes with the daemon once no container is left in it
+    // (a non-empty directory cannot be removed, so running containers keep theirs).
+    for dir in berth_runtime::cgroups::existing_dirs(&containers_cgroup).unwrap_or_default() {
+        let _ = std::fs::remove_dir(dir);
+    }
     Ok(())
 }

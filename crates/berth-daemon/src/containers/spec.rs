@@ -41,9 +41,15 @@ impl Daemon {
         self.container_dir(id).join("rootfs")
     }
 
-    /// The container's cgroup, nested under the daemon's own so the machine's limits hold.
+    /// Where container cgroups go: `berth` under the daemon's own cgroup, so the machine's
+    /// limits hold.
+    pub(crate) fn containers_cgroup(&self) -> String {
+        format!("{}/berth", self.cgroup_parent.trim_end_matches('/'))
+    }
+
+    /// The container's cgroup.
     pub(crate) fn cgroup_path(&self, id: &str) -> String {
-        format!("{}/berth/{id}", self.cgroup_parent.trim_end_matches('/'))
+        format!("{}/{id}", self.containers_cgroup())
     }
 
     /// The json-file log of a container.
