@@ -37,6 +37,19 @@ fn send_verdict(sink: &ProgressSink, newer: bool, name: &str) {
     send(sink, status(None, &format!("Status: {verdict} {name}")));
 }
 
+/// The registry domain an `AuthConfig`'s server address names (`docker.io` for Docker Hub's
+/// historical key or none).
+pub(crate) fn registry_domain(server_address: &str) -> String {
+    match server_address {
+        "" | DOCKER_HUB_KEY => "docker.io".to_string(),
+        other => other
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string(),
+    }
+}
+
 fn status(id: Option<&str>, text: &str) -> JsonMessage {
     JsonMessage {
         id: id.map(str::to_string),
@@ -431,14 +444,7 @@ impl Daemon {
 
     /// `POST /auth`: checks credentials against a registry.
     pub async fn login(&self, auth: AuthConfig) -> ServiceResult<()> {
-        let server = match auth.serveraddress.as_str() {
-            "" | DOCKER_HUB_KEY => "docker.io".to_string(),
-            other => other
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string(),
-        };
+        let server = registry_domain(&auth.serveraddress);
         let reference = Reference::parse(&format!("{server}/library/probe"))?;
         let client = self.registry_client(Some(&auth), &reference)?;
         client

@@ -55,6 +55,8 @@ pub(crate) struct DaemonBackend {
     pub network: String,
     /// Secrets' contents by id.
     pub secrets: HashMap<String, Vec<u8>>,
+    /// Credentials for pulling base images, by registry.
+    pub registry_auths: Vec<berth_api::auth::AuthConfig>,
     /// Cache keys that answered a step, to mark used when the build ends.
     pub cache_hits: Mutex<Vec<String>>,
     pub(crate) counter: AtomicU64,
@@ -367,12 +369,18 @@ impl BuildBackend for DaemonBackend {
         let image = match local {
             Ok(image) if !self.pull => image,
             _ => {
+                let domain = berth_store::Reference::parse(reference)?.domain().to_string();
+                let auth = self
+                    .registry_auths
+                    .iter()
+                    .find(|a| crate::registry::registry_domain(&a.serveraddress) == domain)
+                    .cloned();
                 self.daemon
                     .pull_image(
                         reference,
                         None,
                         Some(&platform.to_string()),
-                        None,
+                        auth,
                         self.display.sink(),
                     )
                     .await?;

@@ -55,6 +55,8 @@ pub struct BuildRequest {
     pub quiet: bool,
     /// `--secret` contents by id.
     pub secrets: HashMap<String, Vec<u8>>,
+    /// Credentials for pulling base images (`X-Registry-Config`).
+    pub registry_auths: Vec<berth_api::auth::AuthConfig>,
     /// A context directory on this host, read in place instead of a tar (berth's fast path
     /// for a CLI on the same machine; the tar path stays for every other client).
     pub context_dir: Option<ContextDir>,
@@ -238,6 +240,7 @@ impl Daemon {
                 Some(mode) => mode.to_string(),
             },
             secrets: req.secrets,
+            registry_auths: req.registry_auths,
             cache_hits: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
         });

@@ -95,6 +95,11 @@ fn request(p: &QueryParams, headers: &HeaderMap) -> ServiceResult<BuildRequest> 
         platform: p.get("platform").map(str::to_string),
         quiet: p.bool("q", false),
         secrets: secrets(headers)?,
+        registry_auths: headers
+            .get("X-Registry-Config")
+            .and_then(|v| v.to_str().ok())
+            .map(berth_api::auth::AuthConfig::from_config_header)
+            .unwrap_or_default(),
         context_dir: headers
             .get(CONTEXT_DIR_HEADER)
             .map(|v| context_dir(v.as_bytes()))
