@@ -369,7 +369,9 @@ impl BuildBackend for DaemonBackend {
         let image = match local {
             Ok(image) if !self.pull => image,
             _ => {
-                let domain = berth_store::Reference::parse(reference)?.domain().to_string();
+                let domain = berth_store::Reference::parse(reference)?
+                    .domain()
+                    .to_string();
                 let auth = self
                     .registry_auths
                     .iter()
