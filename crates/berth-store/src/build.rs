@@ -3,7 +3,7 @@
 //! cache (a step's resulting layer chain, remembered by the step's cache key), and leases
 //! that keep a running build's layers safe from garbage collection until it records them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -89,9 +89,16 @@ impl Drop for Lease {
     }
 }
 
-/// Removes from `upper` the empty files and directories created only to mount something on
-/// at `mount_points` (and the parents created for them), where no lower layer has them.
-fn drop_mount_stubs(upper: &Path, lowers: &[PathBuf], mount_points: &[String]) -> Result<()> {
+/// The files and directories of `upper` that only exist because the runtime mounted
+/// something on `mount_points`: empty files or directories (or directories holding only
+/// such stubs) there and on the way there, where no lower layer has the path. They are
+/// left out of a layer; the upper directory, maybe still mounted, is not touched.
+fn mount_stubs(
+    upper: &Path,
+    lowers: &[PathBuf],
+    mount_points: &[String],
+) -> Result<HashSet<PathBuf>> {
+    let mut stubs = HashSet::new();
     for point in mount_points {
         let mut rel = PathBuf::from(point.trim_start_matches('/'));
         while !rel.as_os_str().is_empty() {
@@ -103,26 +110,20 @@ fn drop_mount_stubs(upper: &Path, lowers: &[PathBuf], mount_points: &[String]) -
             }
             let full = upper.join(&rel);
             let empty = if meta.is_dir() {
-                fs::read_dir(&full)
-                    .map_err(|e| StoreError::io("read directory", &full, e))?
-                    .next()
-                    .is_none()
+                let mut entries =
+                    fs::read_dir(&full).map_err(|e| StoreError::io("read directory", &full, e))?;
+                entries.all(|e| e.is_ok_and(|e| stubs.contains(&rel.join(e.file_name()))))
             } else {
                 meta.is_file() && meta.len() == 0
             };
             if !empty {
                 break;
             }
-            let removed = if meta.is_dir() {
-                fs::remove_dir(&full)
-            } else {
-                fs::remove_file(&full)
-            };
-            removed.map_err(|e| StoreError::io("remove mount point stub", &full, e))?;
+            stubs.insert(rel.clone());
             rel = rel.parent().map(Path::to_path_buf).unwrap_or_default();
         }
     }
-    Ok(())
+    Ok(stubs)
 }
 
 /// `lstat` of `base/rel`, or `None` if it is missing or a component on the way is not a real
@@ -180,7 +181,8 @@ impl Store {
     /// Stores the changes in a container's writable layer (which must be unmounted or
     /// quiescent) as an uncompressed layer on top of `parent`, the chain it was prepared on,
     /// and returns it. `mount_points` are where the runtime mounted things: the empty files
-    /// and directories it had to create there are not changes and are left out. With
+    /// and directories it had to create there are not changes and are left out of the tar
+    /// (not deleted: a running container's upper directory is still mounted). With
     /// `epoch`, no file in the layer is newer than it (reproducible builds). The caller
     /// should hold a [`Lease`] on the result until it is referenced.
     pub fn commit_container_layer(
@@ -193,15 +195,15 @@ impl Store {
         let key = snapshot_key(container_id);
         let upper = self.snapshots.fs_dir(&key)?;
         let lowers = self.snapshots.parent_dirs(&key)?;
-        drop_mount_stubs(&upper, &lowers, mount_points)?;
+        let options = layer::DiffOptions {
+            epoch,
+            leave_out: mount_stubs(&upper, &lowers, mount_points)?,
+        };
         let _guard = self.gc_lock.read().unwrap_or_else(|p| p.into_inner());
         let mut ingest = self.content.writer()?;
         {
             let mut out = io::BufWriter::with_capacity(1 << 20, &mut ingest);
-            match epoch {
-                Some(epoch) => layer::diff_tar_clamped(&upper, &mut out, epoch)?,
-                None => layer::diff_tar(&upper, &mut out)?,
-            }
+            layer::diff_tar_with(&upper, &mut out, &options)?;
             out.flush()
                 .map_err(|e| StoreError::io("write layer of", &upper, e))?;
         }

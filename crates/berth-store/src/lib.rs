@@ -24,7 +24,7 @@ pub use content::{ContentStore, Ingest};
 pub use digest::{Digest, Hashing};
 pub use error::{Result, StoreError};
 pub use image::{HistoryEntry, ImageRecord, ImportOptions, LayerInfo};
-pub use layer::{ApplyStats, apply_layer, chain_id, diff_tar, diff_tar_clamped, tar_dir};
+pub use layer::{ApplyStats, DiffOptions, apply_layer, chain_id, diff_tar, diff_tar_with, tar_dir};
 pub use meta::MetaDb;
 pub use reference::Reference;
 pub use snapshot::{Mount, SnapshotKind, SnapshotRecord, Snapshotter, mount_all, unmount};

@@ -534,6 +534,10 @@ fn build_layers_are_committed_cached_leased_and_collected() {
     let layer = store
         .commit_container_layer("step", &base.layers, &mount_points, Some(0))
         .unwrap();
+    assert!(
+        upper.join("run/secrets/token").exists(),
+        "stubs are left out of the layer, not deleted from the (maybe mounted) upper dir"
+    );
     store.remove_container("step").unwrap();
     let chain: Vec<LayerInfo> = base.layers.iter().cloned().chain([layer.clone()]).collect();
     lease.hold(&chain);

@@ -1,7 +1,7 @@
 //! Writing directories as tar streams: an overlay upper directory as a Docker layer diff
 //! (overlay whiteouts become `.wh.` files) and a whole root filesystem for `docker export`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -18,26 +18,37 @@ const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
 /// Writes the overlay upper directory `upper` as a layer tar: whiteout devices become
 /// `.wh.<name>` files and opaque directories get a `.wh..wh..opq` entry.
 pub fn diff_tar(upper: &Path, writer: impl Write) -> Result<()> {
-    write_tree(upper, writer, true, None)
+    diff_tar_with(upper, writer, &DiffOptions::default())
 }
 
-/// Like [`diff_tar`], but no entry's mtime is later than `epoch` (`SOURCE_DATE_EPOCH`), so
-/// the same changes give the same tar, byte for byte, whenever they were made.
-pub fn diff_tar_clamped(upper: &Path, writer: impl Write, epoch: u64) -> Result<()> {
-    write_tree(upper, writer, true, Some(epoch))
+/// How [`diff_tar_with`] writes a layer.
+#[derive(Debug, Default, Clone)]
+pub struct DiffOptions {
+    /// No entry's mtime is later than this (`SOURCE_DATE_EPOCH`), so the same changes give
+    /// the same tar, byte for byte, whenever they were made.
+    pub epoch: Option<u64>,
+    /// Paths (relative to the upper directory) left out of the tar, with what is below them.
+    pub leave_out: HashSet<PathBuf>,
+}
+
+/// Like [`diff_tar`], with options.
+pub fn diff_tar_with(upper: &Path, writer: impl Write, options: &DiffOptions) -> Result<()> {
+    write_tree(upper, writer, true, options.epoch, &options.leave_out)
 }
 
 /// Writes every file under `dir` (a mounted root filesystem) as a tar.
 pub fn tar_dir(dir: &Path, writer: impl Write) -> Result<()> {
-    write_tree(dir, writer, false, None)
+    write_tree(dir, writer, false, None, &HashSet::new())
 }
 
 fn werr(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |e| StoreError::io("write tar entry for", path, e)
 }
 
-struct TreeWriter<W: Write> {
+struct TreeWriter<'a, W: Write> {
     builder: tar::Builder<W>,
+    /// Relative paths not written.
+    leave_out: &'a HashSet<PathBuf>,
     root: PathBuf,
     convert_whiteouts: bool,
     /// The latest mtime an entry may carry.
@@ -51,9 +62,11 @@ fn write_tree(
     writer: impl Write,
     convert_whiteouts: bool,
     mtime_clamp: Option<u64>,
+    leave_out: &HashSet<PathBuf>,
 ) -> Result<()> {
     let mut tw = TreeWriter {
         builder: tar::Builder::new(writer),
+        leave_out,
         root: root.to_path_buf(),
         convert_whiteouts,
         mtime_clamp,
@@ -65,7 +78,7 @@ fn write_tree(
         .map_err(|e| StoreError::io("finish tar of", root, e))
 }
 
-impl<W: Write> TreeWriter<W> {
+impl<W: Write> TreeWriter<'_, W> {
     fn walk(&mut self, rel_dir: &Path) -> Result<()> {
         let dir = self.root.join(rel_dir);
         let mut names: Vec<_> = fs::read_dir(&dir)
@@ -76,6 +89,9 @@ impl<W: Write> TreeWriter<W> {
         names.sort();
         for name in names {
             let rel = rel_dir.join(&name);
+            if self.leave_out.contains(&rel) {
+                continue;
+            }
             let full = self.root.join(&rel);
             let meta = fs::symlink_metadata(&full).map_err(|e| StoreError::io("stat", &full, e))?;
             let ft = meta.file_type();

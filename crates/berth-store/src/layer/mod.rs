@@ -12,7 +12,7 @@ mod export;
 use std::io::{BufRead, BufReader, Read};
 
 pub use apply::{ApplyStats, apply_layer, apply_layer_with_parents};
-pub use export::{diff_tar, diff_tar_clamped, tar_dir};
+pub use export::{DiffOptions, diff_tar, diff_tar_with, tar_dir};
 
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
