@@ -117,9 +117,6 @@ impl Daemon {
         container: &Arc<Container>,
         warmup: Option<berth_runtime::cgroups::MigrationWarmup>,
     ) -> ServiceResult<()> {
-        if container.record().host_config.auto_remove.unwrap_or(false) {
-            self.mount_disposable_rootfs(&container.id).await?;
-        }
         let prepared = self.prepare_run(container).await?;
         let spawned = ShimClient::spawn(&prepared.shim_options).await;
         drop(warmup);
@@ -166,39 +163,6 @@ impl Daemon {
         self.container_event(container, "start", HashMap::new());
         self.watch_exit(container.clone(), shim);
         Ok(())
-    }
-
-    /// Mounts the rootfs of a container that is removed when it exits, with a `volatile`
-    /// writable layer ([`berth_store::Mount::volatile`]): unmounting a normal overlay syncs
-    /// the whole filesystem under its upper directory, a wait (1–30 ms here, more on a busy
-    /// disk) on the exit path of every `run --rm`, for a layer about to be deleted.
-    /// [`Self::prepare_run`] then finds the rootfs mounted. A kernel without the option
-    /// gets the ordinary mount.
-    async fn mount_disposable_rootfs(&self, id: &str) -> ServiceResult<()> {
-        let store = self.store.clone();
-        let id = id.to_string();
-        let target = self.rootfs_dir(&id);
-        tokio::task::spawn_blocking(move || -> ServiceResult<()> {
-            std::fs::create_dir_all(&target)?;
-            if super::is_mountpoint(&target) {
-                return Ok(());
-            }
-            let mounts = store.container_mounts(&id)?;
-            let volatile: Vec<berth_store::Mount> = mounts
-                .iter()
-                .cloned()
-                .map(berth_store::Mount::volatile)
-                .collect();
-            match berth_store::mount_all(&volatile, &target) {
-                Err(berth_store::StoreError::Mount {
-                    source: nix::errno::Errno::EINVAL,
-                    ..
-                }) if volatile != mounts => berth_store::mount_all(&mounts, &target)?,
-                other => other?,
-            }
-            Ok(())
-        })
-        .await?
     }
 
     /// Records a failed start like docker: the error and a 126/127/128 exit code.

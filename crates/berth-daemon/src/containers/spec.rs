@@ -67,11 +67,31 @@ impl Daemon {
         let store = self.store.clone();
         let id = record.id.clone();
         let target = rootfs.clone();
+        let disposable = record.host_config.auto_remove.unwrap_or(false);
         tokio::task::spawn_blocking(move || -> ServiceResult<()> {
             std::fs::create_dir_all(&target)?;
-            if !is_mountpoint(&target) {
-                let mounts = store.container_mounts(&id)?;
-                berth_store::snapshot::mount_all(&mounts, &target)?;
+            if is_mountpoint(&target) {
+                return Ok(());
+            }
+            let mounts = store.container_mounts(&id)?;
+            if !disposable {
+                return Ok(berth_store::snapshot::mount_all(&mounts, &target)?);
+            }
+            // A container removed when it exits gets a `volatile` writable layer: unmounting
+            // a normal overlay syncs the whole filesystem under its upper directory, a wait
+            // (1–30 ms here, more on a busy disk) on the exit path of every `run --rm`, for
+            // a layer about to be deleted. A kernel without the option gets the usual mount.
+            let volatile: Vec<berth_store::Mount> = mounts
+                .iter()
+                .cloned()
+                .map(berth_store::Mount::volatile)
+                .collect();
+            match berth_store::snapshot::mount_all(&volatile, &target) {
+                Err(berth_store::StoreError::Mount {
+                    source: nix::errno::Errno::EINVAL,
+                    ..
+                }) if volatile != mounts => berth_store::snapshot::mount_all(&mounts, &target)?,
+                other => other?,
             }
             Ok(())
         })
