@@ -41,6 +41,8 @@ pub struct FileConfig {
     /// `default-address-pools`: where automatic network subnets come from.
     #[serde(default)]
     pub default_address_pools: Vec<PoolEntry>,
+    /// `metrics-addr`: TCP address of the Prometheus `/metrics` endpoint (empty: none).
+    pub metrics_addr: Option<String>,
 }
 
 /// One entry of `default-address-pools`: `{"base": "10.10.0.0/16", "size": 24}`.
@@ -96,6 +98,8 @@ pub struct Config {
     pub default_bridge: Option<String>,
     /// Pools automatic subnets come from (Docker's defaults unless configured).
     pub address_pools: Vec<berth_network::ipam::AddressPool>,
+    /// Where `GET /metrics` is served over plain HTTP; `None` serves no metrics.
+    pub metrics_addr: Option<String>,
 }
 
 /// Name of the built-in runtime (youki's libcontainer linked into the shim).

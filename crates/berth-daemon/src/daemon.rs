@@ -27,6 +27,8 @@ pub struct Daemon {
     pub init_binary: std::path::PathBuf,
     /// Bridge networks and containers' endpoints.
     pub networks: crate::networks::Networks,
+    /// Prometheus metrics, recording only when `--metrics-addr` is set.
+    pub metrics: crate::metrics::Metrics,
     /// Serialises volume creation, removal and mounting against each other.
     pub(crate) volume_lock: std::sync::Mutex<()>,
     /// Digests of build context files, so unchanged contexts are not read again.
@@ -54,6 +56,7 @@ impl Daemon {
         let init_binary = berth_runtime::spec::install_init_binary(&config.exec_root)?;
         let store = Arc::new(store);
         let networks = crate::networks::Networks::open(&config, &store).await?;
+        let metrics = crate::metrics::Metrics::new(config.metrics_addr.is_some());
         let daemon = Arc::new_cyclic(|me| Daemon {
             config,
             store,
@@ -63,6 +66,7 @@ impl Daemon {
             cgroup_parent,
             init_binary,
             networks,
+            metrics,
             volume_lock: Default::default(),
             context_digests: Default::default(),
             cache_mount_locks: Default::default(),

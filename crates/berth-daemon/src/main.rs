@@ -12,6 +12,7 @@ mod events;
 mod exec;
 mod http;
 mod images;
+mod metrics;
 mod networks;
 mod registry;
 mod remote;
@@ -55,6 +56,9 @@ struct Flags {
     /// A pool for automatic network subnets, `base=10.10.0.0/16,size=24` (repeatable).
     #[arg(long = "default-address-pool")]
     default_address_pool: Vec<String>,
+    /// Serve Prometheus metrics at `GET /metrics` on this TCP address (`127.0.0.1:9323`).
+    #[arg(long = "metrics-addr")]
+    metrics_addr: Option<String>,
     /// Log at debug level.
     #[arg(short = 'D', long)]
     debug: bool,
@@ -142,6 +146,10 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
         max_concurrent_uploads: file.max_concurrent_uploads.unwrap_or(5).max(1),
         default_bridge,
         address_pools: pools,
+        metrics_addr: flags
+            .metrics_addr
+            .or(file.metrics_addr)
+            .filter(|addr| !addr.is_empty()),
     })
 }
 
@@ -160,6 +168,20 @@ fn parse_pool_flag(text: &str) -> anyhow::Result<berth_network::ipam::AddressPoo
     };
     berth_network::ipam::AddressPool::parse(base, size)
         .with_context(|| format!("invalid --default-address-pool {text}"))
+}
+
+/// Listens on `--metrics-addr`: `host:port` (a name, an IPv4 address or a bracketed IPv6
+/// one), or `:port` for every interface as Go's listeners read it.
+async fn bind_metrics(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let target = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind(&target)
+        .await
+        .with_context(|| format!("cannot listen on metrics-addr {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "berthd serving metrics at /metrics");
+    Ok(listener)
 }
 
 /// The shim sits next to `berthd`, or on PATH.
@@ -220,12 +242,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         bail!("another daemon is already serving {}", socket.display());
     }
     let _ = std::fs::remove_file(&socket);
+    // Bound before the daemon starts, so a bad address stops berthd before it touches state.
+    let metrics_listener = match &config.metrics_addr {
+        Some(addr) => Some(bind_metrics(addr).await?),
+        None => None,
+    };
     let daemon = daemon::Daemon::start(config).await?;
     let containers_cgroup = daemon.containers_cgroup();
     let listener = tokio::net::UnixListener::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!(socket = %socket.display(), "berthd serving the Engine API");
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(http::serve_metrics(listener, daemon.clone()));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         served = http::serve(listener, daemon) => served?,

@@ -181,6 +181,7 @@ impl Daemon {
         platform: Option<Platform>,
         sink: &ProgressSink,
     ) -> ServiceResult<PullResult> {
+        let timer = self.metrics.time(crate::metrics::ImageAction::Pull);
         let shown = match (reference.tag(), reference.digest()) {
             (Some(t), _) => t.to_string(),
             (None, Some(d)) => d.to_string(),
@@ -296,6 +297,7 @@ impl Daemon {
         let attrs = HashMap::from([("name".to_string(), reference.familiar_string())]);
         self.events
             .publish("image", "pull", &reference.familiar_string(), attrs);
+        timer.succeeded();
         Ok(PullResult {
             digest: pulled.digest,
             newer: existing.as_ref() != Some(&record.id),

@@ -152,6 +152,8 @@ pub struct TestDaemon {
     seen_pids: Mutex<BTreeSet<i32>>,
     /// This daemon's slice of the address space and its bridge/firewall names.
     net: NetSlot,
+    /// Flags added to berthd's command line at every start.
+    extra_args: Vec<String>,
 }
 
 /// A network slot `n` held by one test daemon across concurrently running test processes:
@@ -247,6 +249,15 @@ impl TestDaemon {
     /// Like [`TestDaemon::start`], with the data root and exec root named `root_name` and
     /// `run_name` inside the test directory (names may contain `/` for deeper paths).
     pub fn start_with_dirs(root_name: &str, run_name: &str) -> Option<Self> {
+        Self::start_configured(root_name, run_name, &[])
+    }
+
+    /// Like [`TestDaemon::start`], with `args` added to berthd's flags (at every start).
+    pub fn start_with_args(args: &[&str]) -> Option<Self> {
+        Self::start_configured("root", "r", args)
+    }
+
+    fn start_configured(root_name: &str, run_name: &str, args: &[&str]) -> Option<Self> {
         if !is_root() {
             loud("berth e2e tests need root: SKIPPED (run them as root, e.g. via scripts/test.sh)");
             return None;
@@ -274,6 +285,7 @@ impl TestDaemon {
             seen_ids: Mutex::new(BTreeSet::new()),
             seen_pids: Mutex::new(BTreeSet::new()),
             net: NetSlot::acquire(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         // A previous holder of the slot may have died before cleaning up.
         daemon.net.clean_kernel_state();
@@ -363,6 +375,7 @@ impl TestDaemon {
             .arg(&self.net.bridge)
             .arg("--default-address-pool")
             .arg(self.address_pool())
+            .args(&self.extra_args)
             .env("PATH", self.path_env())
             .env("RUST_BACKTRACE", "1")
             .env("NO_COLOR", "1")

@@ -145,6 +145,7 @@ impl Daemon {
         context: Box<dyn Read + Send>,
         sink: ProgressSink,
     ) -> ServiceResult<String> {
+        let timer = self.metrics.time(crate::metrics::ImageAction::Build);
         let work = WorkDir(
             self.config
                 .data_root
@@ -329,6 +330,7 @@ impl Daemon {
             );
         }
         drop(work);
+        timer.succeeded();
         Ok(id)
     }
 }

@@ -6,6 +6,7 @@ mod build;
 mod containers;
 mod exec;
 mod images;
+mod metrics;
 mod networks;
 mod query;
 mod stream;
@@ -24,6 +25,7 @@ use axum::routing::{get, post};
 use crate::daemon::Daemon;
 use crate::error::{ErrorKind, ServiceError};
 
+pub use metrics::serve_metrics;
 pub(crate) use query::QueryParams;
 
 /// Shared state of every handler.
@@ -65,7 +67,7 @@ pub async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) -> s
 }
 
 fn router(daemon: Arc<Daemon>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
@@ -81,8 +83,17 @@ fn router(daemon: Arc<Daemon>) -> Router {
         .route("/session", post(not_implemented))
         .route("/grpc", post(not_implemented))
         .fallback(page_not_found)
-        .layer(axum::middleware::map_response(common_headers))
-        .with_state(daemon)
+        .layer(axum::middleware::map_response(common_headers));
+    // Only with `--metrics-addr`: otherwise requests pay nothing for metrics.
+    let router = if daemon.metrics.is_enabled() {
+        router.layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            metrics::record_request,
+        ))
+    } else {
+        router
+    };
+    router.with_state(daemon)
 }
 
 /// Strips `/vX.Y` and records the version; versions above ours are clamped, not refused,

@@ -11,6 +11,7 @@ mod docker_cli;
 mod exec;
 mod faults;
 mod lifecycle_policies;
+mod metrics;
 mod network;
 mod operate;
 mod operate_more;
