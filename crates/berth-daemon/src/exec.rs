@@ -4,8 +4,9 @@
 //! code is recorded before its stream closes, because the docker CLI inspects the exec right
 //! after the stream ends to learn the code.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_api::models::{ExecConfig, ExecInspectResponse, ProcessConfig};
 use berth_runtime::client::ExecStream;
@@ -17,6 +18,9 @@ use crate::error::{ServiceError, ServiceResult};
 
 /// How many exec records are kept; the oldest finished ones go first.
 const EXEC_HISTORY: usize = 1024;
+/// How long a finished exec stays inspectable. moby forgets finished execs on the second
+/// tick of a five-minute collector, so after five to ten minutes.
+const FINISHED_EXEC_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// Where an exec is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,52 +42,155 @@ pub struct ExecInstance {
     pub container_id: String,
     /// What the client asked for.
     pub config: ExecConfig,
-    state: Mutex<(ExecStatus, i64)>,
+    state: Mutex<ExecProgress>,
+}
+
+/// The changing part of an exec.
+#[derive(Debug, Clone, Copy)]
+struct ExecProgress {
+    status: ExecStatus,
+    pid: i64,
+    /// When it became `Exited`.
+    finished: Option<Instant>,
 }
 
 impl ExecInstance {
+    fn progress(&self) -> std::sync::MutexGuard<'_, ExecProgress> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn set(&self, status: ExecStatus, pid: i64) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (status, pid);
+        let finished = matches!(status, ExecStatus::Exited(_)).then(Instant::now);
+        *self.progress() = ExecProgress {
+            status,
+            pid,
+            finished,
+        };
     }
 
     /// Moves Created → Running; false if another start got there first.
     fn begin(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.0 != ExecStatus::Created {
+        let mut state = self.progress();
+        if state.status != ExecStatus::Created {
             return false;
         }
-        state.0 = ExecStatus::Running;
+        state.status = ExecStatus::Running;
         true
     }
 
     fn get(&self) -> (ExecStatus, i64) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let state = self.progress();
+        (state.status, state.pid)
+    }
+
+    /// Finished, and for longer than `ttl` at `now`.
+    fn expired(&self, now: Instant, ttl: Duration) -> bool {
+        self.progress()
+            .finished
+            .is_some_and(|at| now.saturating_duration_since(at) >= ttl)
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.progress().status, ExecStatus::Exited(_))
     }
 
     /// Whether the client asked for a terminal.
     pub fn tty(&self) -> bool {
         self.config.tty.unwrap_or(false)
     }
+
+    /// The key sequence that detaches a client from this exec's stream: moby watches for
+    /// one only on a terminal with stdin attached (the exec's `DetachKeys`, checked at
+    /// create, or ctrl-p,ctrl-q).
+    pub fn detach_keys(&self) -> Option<Vec<u8>> {
+        if !self.tty() || !self.config.attach_stdin.unwrap_or(false) {
+            return None;
+        }
+        detach_sequence(self.config.detach_keys.as_deref()).ok()
+    }
+}
+
+/// The detach sequence when a client names none: ctrl-p, ctrl-q.
+const DEFAULT_DETACH_KEYS: [u8; 2] = [0x10, 0x11];
+
+/// Parses a detach key list the way docker does (`term.ToBytes`): comma-separated keys,
+/// each a single character, `ctrl-<a-z @ [ \ ] ^ _>` or `DEL`.
+fn parse_detach_keys(spec: &str) -> Option<Vec<u8>> {
+    spec.split(',')
+        .map(|key| {
+            if key.len() == 1 {
+                return Some(key.as_bytes()[0]);
+            }
+            if key == "DEL" {
+                return Some(0x7f);
+            }
+            match key.strip_prefix("ctrl-")?.as_bytes() {
+                [c @ b'a'..=b'z'] => Some(c - b'a' + 1),
+                [b'@'] => Some(0),
+                [c @ (b'[' | b'\\' | b']' | b'^' | b'_')] => Some(c - b'@'),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The detach sequence a client asked for (`detachKeys` of an attach, `DetachKeys` of an
+/// exec); none or an empty one means the default, ctrl-p,ctrl-q.
+pub fn detach_sequence(spec: Option<&str>) -> Result<Vec<u8>, String> {
+    match spec.filter(|s| !s.is_empty()) {
+        None => Ok(DEFAULT_DETACH_KEYS.to_vec()),
+        Some(spec) => parse_detach_keys(spec).ok_or_else(|| spec.to_string()),
+    }
 }
 
 /// Exec instances by ID, and their IDs oldest first.
 type ExecIndex = (HashMap<String, Arc<ExecInstance>>, VecDeque<String>);
 
-/// Exec instances by ID, bounded.
+/// Exec instances by ID, bounded: running execs stay, finished ones are forgotten after
+/// [`FINISHED_EXEC_TTL`] (or sooner, oldest first, beyond [`EXEC_HISTORY`] records), and
+/// execs never started go once their container stopped, as moby drops them at its exit.
 #[derive(Debug, Default)]
 pub struct ExecTable {
     inner: Mutex<ExecIndex>,
 }
 
 impl ExecTable {
-    fn insert(&self, exec: Arc<ExecInstance>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExecIndex> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// (exec id, container id) of the execs never started.
+    fn unstarted(&self) -> Vec<(String, String)> {
+        self.lock()
+            .0
+            .values()
+            .filter(|e| e.get().0 == ExecStatus::Created)
+            .map(|e| (e.id.clone(), e.container_id.clone()))
+            .collect()
+    }
+
+    /// Records `exec`, first forgetting the execs in `abandoned` (never started, their
+    /// container gone or stopped), the finished ones older than `ttl`, and then the oldest
+    /// finished ones while there are `EXEC_HISTORY` records or more.
+    fn insert(&self, exec: Arc<ExecInstance>, abandoned: &HashSet<String>, ttl: Duration) {
+        let now = Instant::now();
+        let mut inner = self.lock();
         let (map, order) = &mut *inner;
+        order.retain(|id| {
+            let keep = map.get(id).is_some_and(|e| {
+                let given_up = abandoned.contains(id) && e.get().0 == ExecStatus::Created;
+                !given_up && !e.expired(now, ttl)
+            });
+            if !keep {
+                map.remove(id);
+            }
+            keep
+        });
         while order.len() >= EXEC_HISTORY {
-            let Some(oldest) = order.iter().position(|id| {
-                map.get(id)
-                    .is_none_or(|e| matches!(e.get().0, ExecStatus::Exited(_)))
-            }) else {
+            let Some(oldest) = order
+                .iter()
+                .position(|id| map.get(id).is_none_or(|e| e.finished()))
+            else {
                 break;
             };
             if let Some(id) = order.remove(oldest) {
@@ -96,9 +203,7 @@ impl ExecTable {
 
     /// Finds an exec by ID.
     pub fn get(&self, id: &str) -> ServiceResult<Arc<ExecInstance>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock()
             .0
             .get(id)
             .cloned()
@@ -108,7 +213,7 @@ impl ExecTable {
     /// IDs of the unfinished execs of a container, for inspect's `ExecIDs` (moby drops an
     /// exec from its container's list when it exits; healthcheck probes would pile up).
     pub fn of_container(&self, container_id: &str) -> Vec<String> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self.lock();
         inner
             .1
             .iter()
@@ -156,14 +261,36 @@ impl Daemon {
         if config.cmd.as_ref().is_none_or(Vec::is_empty) {
             return Err(ServiceError::invalid("No exec command specified"));
         }
+        detach_sequence(config.detach_keys.as_deref()).map_err(|keys| {
+            ServiceError::invalid(format!("Invalid escape keys ({keys}) provided"))
+        })?;
         let id = crate::containers::random_id();
         let exec = Arc::new(ExecInstance {
             id: id.clone(),
             container_id: container.id.clone(),
             config,
-            state: Mutex::new((ExecStatus::Created, 0)),
+            state: Mutex::new(ExecProgress {
+                status: ExecStatus::Created,
+                pid: 0,
+                finished: None,
+            }),
         });
-        self.execs.insert(exec.clone());
+        // Looked up before the table is locked: listing a container locks its record and
+        // then the table.
+        let abandoned: HashSet<String> = self
+            .execs
+            .unstarted()
+            .into_iter()
+            .filter(|(_, container_id)| {
+                !self
+                    .containers
+                    .get(container_id)
+                    .is_ok_and(|c| c.record().state.status.is_active())
+            })
+            .map(|(exec_id, _)| exec_id)
+            .collect();
+        self.execs
+            .insert(exec.clone(), &abandoned, FINISHED_EXEC_TTL);
         let command = exec.config.cmd.clone().unwrap_or_default().join(" ");
         let attrs = HashMap::from([("execID".to_string(), id.clone())]);
         self.container_event(&container, &format!("exec_create: {command}"), attrs);
@@ -219,7 +346,10 @@ impl Daemon {
                 ExecStart::Detached
             })
         } else {
-            shim.exec(&spec).await.map(ExecStart::Attached)
+            shim.exec(&spec).await.map(|stream| {
+                exec.set(ExecStatus::Running, i64::from(stream.pid()));
+                ExecStart::Attached(stream)
+            })
         };
         started.map_err(|e| {
             let message = e.to_string();
@@ -237,7 +367,8 @@ impl Daemon {
             // No code means the stream broke before the shim reported one: the process
             // went with its container.
             let code = i64::from(code.unwrap_or(137));
-            exec.set(ExecStatus::Exited(code), 0);
+            // The pid stays in inspect after the exit, as with moby.
+            exec.set(ExecStatus::Exited(code), exec.get().1);
             if let Ok(container) = self.containers.get(&exec.container_id) {
                 let attrs = HashMap::from([
                     ("execID".to_string(), exec.id.clone()),
@@ -248,24 +379,41 @@ impl Daemon {
         }
     }
 
-    /// Polls a detached exec's state until it ends, so inspect shows its exit code.
+    /// A client typed its detach keys in an exec's stream: the process goes on.
+    pub fn exec_detached(&self, exec_id: &str) {
+        if let Ok(exec) = self.execs.get(exec_id)
+            && let Ok(container) = self.containers.get(&exec.container_id)
+        {
+            let attrs = HashMap::from([("execID".to_string(), exec.id.clone())]);
+            self.container_event(&container, "exec_detach", attrs);
+        }
+    }
+
+    /// A client typed its detach keys in a container's attach stream (the counterpart of
+    /// [`Daemon::exec_detached`]): the container goes on.
+    pub fn attach_detached(&self, reference: &str) {
+        if let Ok(container) = self.containers.get(reference) {
+            self.container_event(&container, "detach", HashMap::new());
+        }
+    }
+
+    /// Waits for a detached exec's end, so inspect shows its exit code. The shim answers
+    /// a `WaitExec` once the exec finished; a shim started by an older berthd does not know
+    /// the request, and its exec's state is polled instead.
     fn watch_detached_exec(&self, exec: Arc<ExecInstance>, shim: Arc<berth_runtime::ShimClient>) {
         let daemon = self.handle();
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                match shim.exec_state(&exec.id).await {
-                    Ok(state) if state.running => continue,
-                    Ok(state) => {
-                        daemon.finish_exec(&exec.id, state.exit_code);
-                        return;
-                    }
-                    Err(_) => {
-                        daemon.finish_exec(&exec.id, None);
-                        return;
-                    }
+            let code = match shim.wait_exec(&exec.id).await {
+                Ok(state) => state.exit_code,
+                Err(berth_runtime::RuntimeError::Shim { message, .. })
+                    if message.starts_with(berth_runtime::protocol::UNSUPPORTED_REQUEST) =>
+                {
+                    poll_exec_exit(&shim, &exec.id).await
                 }
-            }
+                // The shim went away with the container, and the process with it.
+                Err(_) => None,
+            };
+            daemon.finish_exec(&exec.id, code);
         });
     }
 
@@ -336,5 +484,117 @@ impl Daemon {
             stdin: c.attach_stdin.unwrap_or(false),
             privileged: c.privileged.unwrap_or(false),
         })
+    }
+}
+
+/// Polls an exec's state until it has finished; its exit code (`None` when the shim went
+/// away first).
+async fn poll_exec_exit(shim: &berth_runtime::ShimClient, exec_id: &str) -> Option<i32> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match shim.exec_state(exec_id).await {
+            Ok(state) if state.running => continue,
+            Ok(state) => return state.exit_code,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(id: &str, container: &str) -> Arc<ExecInstance> {
+        Arc::new(ExecInstance {
+            id: id.into(),
+            container_id: container.into(),
+            config: ExecConfig::default(),
+            state: Mutex::new(ExecProgress {
+                status: ExecStatus::Created,
+                pid: 0,
+                finished: None,
+            }),
+        })
+    }
+
+    #[test]
+    fn parses_docker_detach_keys() {
+        assert_eq!(detach_sequence(None).unwrap(), [0x10, 0x11]);
+        assert_eq!(detach_sequence(Some("")).unwrap(), [0x10, 0x11]);
+        assert_eq!(detach_sequence(Some("ctrl-x,ctrl-y")).unwrap(), [24, 25]);
+        assert_eq!(
+            detach_sequence(Some("a,ctrl-@,ctrl-[,ctrl-\\,ctrl-_,DEL")).unwrap(),
+            [b'a', 0, 27, 28, 31, 127]
+        );
+        for bad in ["ctrl-1", "ctrl-", "ctrl-A", "ab", "a,,b", "é"] {
+            assert_eq!(detach_sequence(Some(bad)), Err(bad.to_string()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn detach_keys_apply_to_terminals_with_stdin_only() {
+        let mut config = ExecConfig {
+            tty: Some(true),
+            attach_stdin: Some(true),
+            detach_keys: Some("ctrl-a".into()),
+            ..Default::default()
+        };
+        let with = |config: &ExecConfig| ExecInstance {
+            config: config.clone(),
+            ..Arc::into_inner(exec("e", "c")).unwrap()
+        };
+        assert_eq!(with(&config).detach_keys(), Some(vec![1]));
+        config.attach_stdin = Some(false);
+        assert_eq!(with(&config).detach_keys(), None);
+        config.attach_stdin = Some(true);
+        config.tty = None;
+        assert_eq!(with(&config).detach_keys(), None);
+    }
+
+    #[test]
+    fn finished_execs_expire_and_abandoned_ones_go() {
+        let table = ExecTable::default();
+        let none = HashSet::new();
+        let ttl = Duration::from_secs(60);
+        let done = exec("done", "c1");
+        table.insert(done.clone(), &none, ttl);
+        done.set(ExecStatus::Exited(0), 5);
+        let running = exec("running", "c1");
+        table.insert(running.clone(), &none, ttl);
+        running.set(ExecStatus::Running, 6);
+        table.insert(exec("waiting", "c2"), &none, ttl);
+        table.insert(exec("a", "c1"), &none, ttl);
+        assert!(table.get("done").is_ok() && table.get("waiting").is_ok());
+
+        // Abandoned only counts for an exec never started; finished ones go when due.
+        let abandoned = HashSet::from(["waiting".to_string(), "running".to_string()]);
+        table.insert(exec("b", "c1"), &abandoned, Duration::ZERO);
+        assert!(table.get("waiting").is_err());
+        assert!(table.get("done").is_err());
+        assert_eq!(
+            table.get("running").unwrap().get(),
+            (ExecStatus::Running, 6)
+        );
+        assert_eq!(table.of_container("c1"), ["running", "a", "b"]);
+        assert_eq!(table.unstarted().len(), 2);
+    }
+
+    #[test]
+    fn the_table_is_bounded_by_forgetting_the_oldest_finished_execs() {
+        let table = ExecTable::default();
+        let none = HashSet::new();
+        let ttl = Duration::from_secs(60);
+        let busy = exec("busy", "c");
+        table.insert(busy.clone(), &none, ttl);
+        busy.set(ExecStatus::Running, 1);
+        for i in 0..EXEC_HISTORY + 10 {
+            let e = exec(&format!("e{i}"), "c");
+            table.insert(e.clone(), &none, ttl);
+            e.set(ExecStatus::Exited(0), 1);
+        }
+        assert_eq!(table.lock().0.len(), EXEC_HISTORY);
+        assert!(table.get("busy").is_ok(), "a running exec is kept");
+        assert!(table.get("e0").is_err());
+        assert!(table.get(&format!("e{}", EXEC_HISTORY + 9)).is_ok());
     }
 }

@@ -314,6 +314,24 @@ impl ShimClient {
         }
     }
 
+    /// Waits (on its own connection) until an exec has finished; its final state. A shim
+    /// older than this request answers [`RuntimeError::Shim`] with a message starting
+    /// with [`crate::protocol::UNSUPPORTED_REQUEST`].
+    pub async fn wait_exec(&self, exec_id: &str) -> Result<ExecState> {
+        let (mut conn, _) = Conn::open(&self.state_dir).await?;
+        match conn
+            .call(&Request::WaitExec {
+                exec_id: exec_id.to_string(),
+            })
+            .await?
+        {
+            Response::ExecState(s) => Ok(s),
+            other => Err(RuntimeError::Protocol(format!(
+                "expected exec state, got {other:?}"
+            ))),
+        }
+    }
+
     /// Resizes an exec's terminal.
     pub async fn resize_exec(&self, exec_id: &str, height: u16, width: u16) -> Result<()> {
         expect_ok(

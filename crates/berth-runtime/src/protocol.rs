@@ -18,6 +18,9 @@ use crate::spec::ProcessUser;
 /// Version of the protocol spoken by this crate.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// How a shim's error answer to a request it does not know begins.
+pub const UNSUPPORTED_REQUEST: &str = "unsupported or malformed request";
+
 /// Name of the control socket inside the state directory.
 pub const SOCKET_NAME: &str = "shim.sock";
 /// Name of the exit status file inside the state directory.
@@ -84,6 +87,12 @@ pub enum Request {
     },
     /// Report an exec's state.
     ExecState {
+        /// The exec's id.
+        exec_id: String,
+    },
+    /// Answer with the exec's `ExecState` once it has finished (at once if it has): the
+    /// exit of a detached exec, without polling `ExecState`.
+    WaitExec {
         /// The exec's id.
         exec_id: String,
     },
@@ -189,7 +198,7 @@ pub enum Response {
         /// Host pid of the exec's process.
         pid: i32,
     },
-    /// Answer to `ExecState`.
+    /// Answer to `ExecState` and `WaitExec`.
     ExecState(ExecState),
     /// The request failed.
     Error {

@@ -445,6 +445,13 @@ async fn attach(
     );
     let replay_logs = p.bool("logs", false);
     let stream_live = p.bool("stream", false);
+    let detach_keys = match crate::exec::detach_sequence(p.get("detachKeys")) {
+        Ok(keys) => keys,
+        Err(keys) => {
+            return ServiceError::invalid(format!("Invalid detach keys ({keys}) provided"))
+                .into_response();
+        }
+    };
     let (tty, pending) = match d
         .attach_container(&id, stdin && stream_live, stdout, stderr)
         .await
@@ -465,11 +472,16 @@ async fn attach(
     } else {
         None
     };
+    // Like moby, the keys are watched for only on a terminal.
+    let detach = (tty && stdin && stream_live).then(|| stream::DetachKeys::new(detach_keys));
     stream::hijack(
         req,
         stream_content_type(tty, version),
         move |conn| async move {
-            bridge(conn, tty, replay, stream_live.then_some(pending)).await;
+            let live = stream_live.then_some(pending);
+            if bridge(conn, tty, replay, live, detach).await {
+                d.attach_detached(&id);
+            }
         },
     )
 }
@@ -478,6 +490,7 @@ async fn attach(
 /// through a buffered reader and loses frames that arrive in the same read.
 const FIRST_FRAME_GAP: Duration = Duration::from_millis(20);
 
+/// Returns true when the client detached with its keys.
 async fn bridge(
     mut conn: Hijacked,
     tty: bool,
@@ -485,41 +498,47 @@ async fn bridge(
     live: Option<
         tokio::sync::oneshot::Receiver<ServiceResult<berth_runtime::client::AttachStream>>,
     >,
-) {
+    detach: Option<stream::DetachKeys>,
+) -> bool {
     tokio::time::sleep(FIRST_FRAME_GAP).await;
     if let Some(mut rx) = replay {
         while let Some(chunk) = rx.recv().await {
             if conn.write_all(&chunk).await.is_err() {
-                return;
+                return false;
             }
         }
     }
     let Some(live) = live else {
         let _ = conn.shutdown().await;
-        return;
+        return false;
     };
     let attached = match live.await {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             tracing::debug!("attach ended before start: {e}");
             let _ = conn.shutdown().await;
-            return;
+            return false;
         }
         Err(_) => {
             let _ = conn.shutdown().await;
-            return;
+            return false;
         }
     };
     let (mut from_shim, to_shim) = attached.into_split();
     let (frames_tx, frames) = mpsc::channel(16);
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         while let Ok(Some(frame)) = from_shim.next_frame().await {
             if frames_tx.send(frame).await.is_err() {
                 break;
             }
         }
     });
-    stream::pump(conn, tty, frames, to_shim).await;
+    let end = stream::pump(conn, tty, frames, to_shim, detach).await;
+    // Ended by the client: the shim connection goes now, not at the container's next output.
+    reader.abort();
+    // Dropping the stdin half of a detached terminal is harmless: the shim keeps a
+    // terminal's input open when an attached client goes.
+    matches!(end, stream::PumpEnd::Detached(_))
 }
 
 #[cfg(test)]

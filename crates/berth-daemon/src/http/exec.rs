@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_api::models::{ExecConfig, ExecStartConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::stream;
 use super::{AppState, QueryParams, json, parse_body};
@@ -43,8 +43,8 @@ async fn start(State(d): State<AppState>, Path(id): Path<String>, req: Request) 
         Err(e) => return e.into_response(),
     };
     let detach = config.detach.unwrap_or(false);
-    let tty = match d.check_exec_startable(&id) {
-        Ok(exec) => exec.tty(),
+    let (tty, detach_keys) = match d.check_exec_startable(&id) {
+        Ok(exec) => (exec.tty(), exec.detach_keys()),
         Err(e) => return e.into_response(),
     };
     if detach {
@@ -86,10 +86,12 @@ async fn start(State(d): State<AppState>, Path(id): Path<String>, req: Request) 
         }
         let (mut output, input) = stream.into_split();
         let (frames_tx, frames) = mpsc::channel(16);
+        let (drained_tx, drained) = oneshot::channel::<()>();
         let daemon = d.clone();
+        let exec_id = id.clone();
         tokio::spawn(async move {
-            // A client that went away does not end the process: keep draining until the
-            // shim reports the exit code.
+            // A client that went away (or detached) does not end the process: keep
+            // draining until the shim reports the exit code.
             let mut client_gone = false;
             while let Ok(Some(frame)) = output.next_frame().await {
                 if !client_gone && frames_tx.send(frame).await.is_err() {
@@ -97,9 +99,19 @@ async fn start(State(d): State<AppState>, Path(id): Path<String>, req: Request) 
                 }
             }
             // Recorded before the frame channel closes, so before the client sees the end.
-            daemon.finish_exec(&id, output.exit_code());
+            daemon.finish_exec(&exec_id, output.exit_code());
+            let _ = drained_tx.send(());
         });
-        stream::pump(conn, tty, frames, input).await;
+        let detach = detach_keys.map(stream::DetachKeys::new);
+        if let stream::PumpEnd::Detached(stdin) =
+            stream::pump(conn, tty, frames, input, detach).await
+        {
+            d.exec_detached(&id);
+            // Closing the stdin half now would type an end-of-file into the terminal of a
+            // process that should go on as if the client were still there.
+            let _ = drained.await;
+            drop(stdin);
+        }
     })
 }
 

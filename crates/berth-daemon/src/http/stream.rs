@@ -86,36 +86,143 @@ pub(crate) fn json_line<T: serde::Serialize>(value: &T) -> Bytes {
     Bytes::from(v)
 }
 
+/// Watches a client's input for its detach key sequence, across reads (moby's escape proxy
+/// matches only keys that arrive one read at a time; a client that sends the sequence in
+/// one write detaches too). Bytes that may begin the sequence are held back until the next
+/// byte decides, so the keys of a detach never reach the process.
+#[derive(Debug)]
+pub(crate) struct DetachKeys {
+    keys: Vec<u8>,
+    /// How many bytes of `keys` the input ends with, held back.
+    matched: usize,
+}
+
+impl DetachKeys {
+    /// Watches for `keys` (not empty).
+    pub(crate) fn new(keys: Vec<u8>) -> DetachKeys {
+        debug_assert!(!keys.is_empty());
+        DetachKeys { keys, matched: 0 }
+    }
+
+    /// Filters one read of client input: appends to `out` what is to be forwarded, and
+    /// returns true when the sequence completed (what followed it in `input` is dropped).
+    pub(crate) fn scan(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+        input.iter().any(|&b| self.feed(b, out))
+    }
+
+    fn feed(&mut self, b: u8, out: &mut Vec<u8>) -> bool {
+        loop {
+            if b == self.keys[self.matched] {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    self.matched = 0;
+                    return true;
+                }
+                return false;
+            }
+            if self.matched == 0 {
+                out.push(b);
+                return false;
+            }
+            // Not the sequence after all: the first held byte goes out, and the rest of
+            // the held ones are matched again from the start (they may begin it).
+            let held = self.keys[1..self.matched].to_vec();
+            out.push(self.keys[0]);
+            self.matched = 0;
+            for h in held {
+                // Shorter than the sequence, so it cannot complete it.
+                self.feed(h, out);
+            }
+        }
+    }
+
+    /// The bytes held back, given up: the input ended without completing the sequence.
+    pub(crate) fn take_held(&mut self) -> Vec<u8> {
+        let held = self.keys[..self.matched].to_vec();
+        self.matched = 0;
+        held
+    }
+}
+
+/// How [`pump`] ended.
+#[derive(Debug)]
+pub(crate) enum PumpEnd<W> {
+    /// The output ended (the process is gone, or the client stopped reading).
+    Finished,
+    /// The client typed its detach keys: its connection is closed, and the process's stdin
+    /// writer is handed back as it was, neither shut down nor dropped, so that the caller
+    /// decides when (or whether) the process sees the end of its input.
+    Detached(W),
+}
+
 /// Bridges a hijacked connection to a process's stdio: frames from `frames` go to the client
 /// (raw with a TTY, stdcopy-framed without), client bytes go to `stdin`, and the client's
 /// half-close becomes the process's stdin EOF. Returns once `frames` ends, after the
 /// connection is shut down, so whatever the frame producer records before ending (an exec's
-/// exit code) is visible before the client sees the stream close.
-pub(crate) async fn pump(
+/// exit code) is visible before the client sees the stream close. With `detach`, the client
+/// input is watched for those keys: once they arrive the connection is closed at once and
+/// the stream ends as [`PumpEnd::Detached`], the process left running.
+pub(crate) async fn pump<W>(
     conn: Hijacked,
     tty: bool,
     mut frames: mpsc::Receiver<(u8, Bytes)>,
-    mut stdin: impl tokio::io::AsyncWrite + Send + Unpin + 'static,
-) {
+    mut stdin: W,
+    detach: Option<DetachKeys>,
+) -> PumpEnd<W>
+where
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     use berth_api::stdcopy::{self, StdStream};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (mut conn_read, mut conn_write) = tokio::io::split(conn);
-    let stdin_task = tokio::spawn(async move {
+    let mut stdin_task = tokio::spawn(async move {
+        let mut detach = detach;
         let mut buf = vec![0u8; 32 * 1024];
+        let mut forward = Vec::with_capacity(buf.len());
         loop {
-            match conn_read.read(&mut buf).await {
+            let n = match conn_read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if stdin.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
+                Ok(n) => n,
+            };
+            forward.clear();
+            let detached = match detach.as_mut() {
+                Some(keys) => keys.scan(&buf[..n], &mut forward),
+                None => {
+                    forward.extend_from_slice(&buf[..n]);
+                    false
                 }
+            };
+            if stdin.write_all(&forward).await.is_err() {
+                break;
+            }
+            if detached {
+                return Some(stdin);
             }
         }
+        if let Some(held) = detach.as_mut().map(DetachKeys::take_held)
+            && !held.is_empty()
+        {
+            let _ = stdin.write_all(&held).await;
+        }
         let _ = stdin.shutdown().await;
+        None
     });
-    while let Some((stream_id, payload)) = frames.recv().await {
+    let mut input_open = true;
+    let end = loop {
+        let frame = tokio::select! {
+            frame = frames.recv() => frame,
+            joined = &mut stdin_task, if input_open => {
+                input_open = false;
+                match joined {
+                    Ok(Some(stdin)) => break PumpEnd::Detached(stdin),
+                    _ => continue,
+                }
+            }
+        };
+        let Some((stream_id, payload)) = frame else {
+            break PumpEnd::Finished;
+        };
         let chunk = if tty {
             payload.to_vec()
         } else {
@@ -127,9 +234,57 @@ pub(crate) async fn pump(
             stdcopy::encode(which, &payload)
         };
         if conn_write.write_all(&chunk).await.is_err() {
-            break;
+            break PumpEnd::Finished;
         }
-    }
+    };
     let _ = conn_write.shutdown().await;
     stdin_task.abort();
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(keys: &[u8], reads: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut d = DetachKeys::new(keys.to_vec());
+        let mut out = Vec::new();
+        for r in reads {
+            if d.scan(r, &mut out) {
+                return (out, true);
+            }
+        }
+        out.extend(d.take_held());
+        (out, false)
+    }
+
+    #[test]
+    fn detach_keys_are_found_within_and_across_reads() {
+        let keys = [0x10, 0x11];
+        assert_eq!(scan_all(&keys, &[b"ab\x10\x11cd"]), (b"ab".to_vec(), true));
+        assert_eq!(
+            scan_all(&keys, &[b"ab\x10", b"\x11cd"]),
+            (b"ab".to_vec(), true)
+        );
+        assert_eq!(scan_all(&keys, &[b"\x10", b"\x11"]), (Vec::new(), true));
+        assert_eq!(
+            scan_all(&keys, &[b"a\x10b\x11"]),
+            (b"a\x10b\x11".to_vec(), false)
+        );
+        assert_eq!(scan_all(&keys, &[b"\x10\x10\x11"]), (vec![0x10], true));
+        // A held prefix is given up at the end of the input.
+        assert_eq!(scan_all(&keys, &[b"x\x10"]), (b"x\x10".to_vec(), false));
+    }
+
+    #[test]
+    fn detach_keys_with_repeated_bytes_match_after_a_false_start() {
+        // "aab" inside "aaab": the first 'a' is forwarded, the rest detaches.
+        assert_eq!(scan_all(b"aab", &[b"aaab"]), (b"a".to_vec(), true));
+        assert_eq!(
+            scan_all(b"aab", &[b"a", b"a", b"a", b"b"]),
+            (b"a".to_vec(), true)
+        );
+        assert_eq!(scan_all(b"aab", &[b"aacaab!"]), (b"aac".to_vec(), true));
+        assert_eq!(scan_all(b"q", &[b"xyq"]), (b"xy".to_vec(), true));
+    }
 }

@@ -28,7 +28,7 @@ use super::io::{
 };
 use super::runtime::{Backend, ContainerStdio, ShimError};
 use crate::protocol::{
-    ExecSpec, ExecState, STREAM_EXIT, STREAM_STDERR, STREAM_STDOUT, encode_frame_header,
+    ExecSpec, ExecState, Response, STREAM_EXIT, STREAM_STDERR, STREAM_STDOUT, encode_frame_header,
 };
 use crate::spec::{CapabilityConfig, capability_set, own_bounding_set};
 
@@ -61,6 +61,14 @@ struct FinishedExec {
     id: String,
     pid: i32,
     exit_code: i32,
+}
+
+/// What `Execs::wait` finds.
+pub(super) enum ExecWait {
+    /// The exec has finished.
+    Finished(ExecState),
+    /// It runs; its end is reported to the clients in [`Mode::WaitingExec`] with this key.
+    Running { key: u64 },
 }
 
 /// What `Execs::start` reports.
@@ -191,7 +199,8 @@ impl Execs {
                 spec.exec_id
             )));
         }
-        let process = exec_process(&container_process(bundle)?, spec, own_bounding_set())?;
+        let mut process = exec_process(&container_process(bundle)?, spec, own_bounding_set())?;
+        backend.prepare_exec_process(&mut process);
         let key = self.next_key;
         self.next_key += 1;
         let scratch = state_dir.join(format!("exec-{key}"));
@@ -323,6 +332,14 @@ impl Execs {
                 exit_code: Some(e.exit_code),
             })
             .ok_or_else(|| ShimError::other(format!("no such exec: {id}")))
+    }
+
+    /// Exec `id`'s state if it has finished, or the key its end will be reported under.
+    pub fn wait(&self, id: &str) -> Result<ExecWait, ShimError> {
+        match self.running.iter().find(|e| e.id == id) {
+            Some(e) => Ok(ExecWait::Running { key: e.key }),
+            None => self.state(id).map(ExecWait::Finished),
+        }
     }
 
     /// Resizes exec `id`'s terminal.
@@ -474,6 +491,17 @@ impl Execs {
             c.outbuf.extend_from_slice(&code.to_be_bytes());
             c.close_when_flushed = true;
         }
+        for c in clients
+            .iter_mut()
+            .filter(|c| c.mode == Mode::WaitingExec { key: e.key })
+        {
+            c.send(&Response::ExecState(ExecState {
+                pid: e.pid,
+                running: false,
+                exit_code: Some(code),
+            }));
+            c.mode = Mode::Control;
+        }
         if self.finished.len() >= FINISHED_EXECS_KEPT {
             self.finished.pop_front();
         }
@@ -614,6 +642,48 @@ mod tests {
             !execs.record_exit(1299, 0),
             "a finished exec's pid is not matched again"
         );
+    }
+
+    #[test]
+    fn waiting_clients_get_the_end_of_their_exec() {
+        let mut execs = Execs::default();
+        execs.running.push(Exec {
+            id: "w".into(),
+            key: 7,
+            pid: 4242,
+            outputs: Vec::new(),
+            stdin: StdinFeed::new(None, false),
+            pty: None,
+            exit_code: None,
+            drain_deadline: None,
+        });
+        let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut clients = vec![Client::new(sock)];
+        match execs.wait("w").unwrap() {
+            ExecWait::Running { key } => clients[0].mode = Mode::WaitingExec { key },
+            ExecWait::Finished(s) => panic!("exec w finished early: {s:?}"),
+        }
+        assert!(execs.record_exit(4242, 3));
+        execs.maintain(&mut clients);
+        assert_eq!(clients[0].mode, Mode::Control);
+        let line = clients[0]
+            .outbuf
+            .strip_suffix(b"\n")
+            .expect("one response line");
+        let expected = ExecState {
+            pid: 4242,
+            running: false,
+            exit_code: Some(3),
+        };
+        assert_eq!(
+            serde_json::from_slice::<Response>(line).unwrap(),
+            Response::ExecState(expected.clone())
+        );
+        match execs.wait("w").unwrap() {
+            ExecWait::Finished(s) => assert_eq!(s, expected),
+            ExecWait::Running { .. } => panic!("exec w still running"),
+        }
+        assert!(execs.wait("nope").is_err());
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub(super) enum Mode {
     Exec {
         key: u64,
     },
+    /// Waiting for the exec with this key to finish (`WaitExec`).
+    WaitingExec {
+        key: u64,
+    },
 }
 
 /// One connection to the control socket.

@@ -96,7 +96,12 @@ pub(crate) fn classify(message: &str, arg0: &str) -> ShimError {
 }
 
 pub(crate) enum Backend {
-    Libcontainer(Box<Container>),
+    Libcontainer {
+        container: Box<Container>,
+        /// The precompiled seccomp filter, loaded by the container's process and by every
+        /// exec'd one (libcontainer's tenant path leaves `linux.seccomp` out of an exec's spec).
+        seccomp: Option<bpf::Program>,
+    },
     Oci {
         runtime: PathBuf,
         root: PathBuf,
@@ -123,7 +128,9 @@ impl Backend {
 
     pub fn start(&mut self, arg0: &str) -> Result<(), ShimError> {
         match self {
-            Backend::Libcontainer(c) => c.start().map_err(|e| classify(&error_chain(&e), arg0)),
+            Backend::Libcontainer { container, .. } => container
+                .start()
+                .map_err(|e| classify(&error_chain(&e), arg0)),
             Backend::Oci {
                 runtime,
                 root,
@@ -146,24 +153,44 @@ impl Backend {
         arg0: &str,
     ) -> Result<i32, ShimError> {
         match self {
-            Backend::Libcontainer(c) => exec_libcontainer(c, process, stdio, arg0),
+            Backend::Libcontainer { container, seccomp } => {
+                exec_libcontainer(container, seccomp.as_ref(), process, stdio, arg0)
+            }
             Backend::Oci {
                 runtime, root, id, ..
             } => exec_oci(runtime, root, id, process, stdio, scratch, arg0),
         }
     }
 
+    /// Adjusts an exec's OCI process for this backend: the precompiled filter is loaded by
+    /// the process itself, which without no_new_privs needs `CAP_SYS_ADMIN` to do so (kept
+    /// out of what its command runs with, see [`take_precompiled_seccomp`]). The
+    /// container's process in the bundle got it at create already; this holds for an exec
+    /// whatever its own capabilities are.
+    pub fn prepare_exec_process(&self, process: &mut serde_json::Value) {
+        if let Backend::Libcontainer {
+            seccomp: Some(_), ..
+        } = self
+            && process["noNewPrivileges"].as_bool() != Some(true)
+            && let Some(caps) = process.get_mut("capabilities")
+        {
+            grant_filter_capability(caps);
+        }
+    }
+
     /// Removes the runtime's state and the container's cgroup. The process must be gone.
     pub fn delete(&mut self) -> Result<(), ShimError> {
         match self {
-            Backend::Libcontainer(c) if has_poststop_hooks(c) => c.delete(true).map_err(|e| {
-                ShimError::other(format!("delete container {}: {}", c.id(), error_chain(&e)))
-            }),
+            Backend::Libcontainer { container: c, .. } if has_poststop_hooks(c) => {
+                c.delete(true).map_err(|e| {
+                    ShimError::other(format!("delete container {}: {}", c.id(), error_chain(&e)))
+                })
+            }
             // With the process reaped, libcontainer's delete would remove the cgroups
             // (building a cgroup manager first: several hundred system calls walking
             // /proc, ~3 ms on the exit path) and the state directory. The shim removes
             // the cgroups itself right after, for every backend; the directory is left.
-            Backend::Libcontainer(c) => match fs::remove_dir_all(&c.root) {
+            Backend::Libcontainer { container: c, .. } => match fs::remove_dir_all(&c.root) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(ShimError::other(format!(
@@ -203,8 +230,11 @@ fn create_libcontainer(
     fs::create_dir_all(&root)
         .map_err(|e| ShimError::other(format!("create {}: {e}", root.display())))?;
     let mut builder = stdio_builder(id, &root, stdio)?;
-    if let Some(program) = take_precompiled_seccomp(bundle)? {
-        builder = builder.with_executor(FilteringExecutor { program });
+    let seccomp = take_precompiled_seccomp(bundle)?;
+    if let Some(program) = &seccomp {
+        builder = builder.with_executor(FilteringExecutor {
+            program: program.clone(),
+        });
     }
     let container = builder
         .as_init(bundle)
@@ -215,7 +245,13 @@ fn create_libcontainer(
     let pid = container
         .pid()
         .ok_or_else(|| ShimError::other(format!("container {id}: runtime reported no pid")))?;
-    Ok((Backend::Libcontainer(Box::new(container)), pid.as_raw()))
+    Ok((
+        Backend::Libcontainer {
+            container: Box::new(container),
+            seccomp,
+        },
+        pid.as_raw(),
+    ))
 }
 
 /// When the daemon precompiled the container's seccomp filter ([`bpf::FILE_NAME`] in the
@@ -357,8 +393,13 @@ fn with_default_signals<T>(f: impl FnOnce() -> T) -> Result<T, ShimError> {
     Ok(result)
 }
 
+/// Starts an exec through libcontainer's tenant builder. libcontainer 0.7 builds a tenant's
+/// spec without `linux.seccomp`, so an exec'd process would run unfiltered; with a
+/// precompiled program the exec gets the [`FilteringExecutor`] of the container's process,
+/// which loads the same filter just before its `execve` (runc filters its execs too).
 fn exec_libcontainer(
     container: &Container,
+    seccomp: Option<&bpf::Program>,
     process: &Path,
     stdio: ContainerStdio,
     arg0: &str,
@@ -367,7 +408,13 @@ fn exec_libcontainer(
     let root = dir
         .parent()
         .ok_or_else(|| ShimError::other(format!("libcontainer state dir {}", dir.display())))?;
-    let tenant = stdio_builder(container.id(), root, stdio)?
+    let mut builder = stdio_builder(container.id(), root, stdio)?;
+    if let Some(program) = seccomp {
+        builder = builder.with_executor(FilteringExecutor {
+            program: program.clone(),
+        });
+    }
+    let tenant = builder
         .as_tenant()
         .with_process(Some(process))
         .with_detach(true);

@@ -14,7 +14,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::RunArgs;
-use super::exec::Execs;
+use super::exec::{ExecWait, Execs};
 use super::io::{
     CLIENT_BUFFER_LIMIT, Client, DRAIN_TIMEOUT, Mode, READ_CHUNK, StdinFeed, err_other, pipe_pair,
     raise_open_file_limit, receive_pty_master, release_unused_memory, set_nonblocking,
@@ -25,7 +25,7 @@ use crate::cgroups;
 use crate::logs::{JsonLogWriter, LogStream, format_time};
 use crate::protocol::{
     EXIT_FILE_NAME, ExitStatus, PROTOCOL_VERSION, Request, Response, SOCKET_NAME, STREAM_STDERR,
-    STREAM_STDOUT, ShimState, Status, encode_frame_header,
+    STREAM_STDOUT, ShimState, Status, UNSUPPORTED_REQUEST, encode_frame_header,
 };
 
 const CONSOLE_SOCKET_NAME: &str = "console.sock";
@@ -464,7 +464,10 @@ impl Shim {
                     match c.mode {
                         Mode::Attach { stdin: true, .. } => self.attached_input_ended(),
                         Mode::Exec { key } => self.execs.client_closed(key),
-                        Mode::Attach { .. } | Mode::Waiting | Mode::Deleting => {}
+                        Mode::Attach { .. }
+                        | Mode::Waiting
+                        | Mode::WaitingExec { .. }
+                        | Mode::Deleting => {}
                         Mode::Control => c.close_when_flushed = true,
                     }
                     return;
@@ -503,7 +506,7 @@ impl Shim {
                 Ok(req) => self.handle(i, req),
                 Err(e) => Some(Response::Error {
                     kind: crate::ErrorKind::Other,
-                    message: format!("unsupported or malformed request: {e}"),
+                    message: format!("{UNSUPPORTED_REQUEST}: {e}"),
                 }),
             };
             if let Some(r) = resp {
@@ -661,6 +664,14 @@ impl Shim {
             }
             Request::ExecState { exec_id } => match self.execs.state(&exec_id) {
                 Ok(s) => Response::ExecState(s),
+                Err(e) => error(e),
+            },
+            Request::WaitExec { exec_id } => match self.execs.wait(&exec_id) {
+                Ok(ExecWait::Finished(state)) => Response::ExecState(state),
+                Ok(ExecWait::Running { key }) => {
+                    self.clients[i].mode = Mode::WaitingExec { key };
+                    return None;
+                }
                 Err(e) => error(e),
             },
             Request::ResizeExec {

@@ -9,6 +9,7 @@ mod cli_run;
 mod debian;
 mod docker_cli;
 mod exec;
+mod exec_stress;
 mod faults;
 mod lifecycle_policies;
 mod metrics;
