@@ -1,8 +1,11 @@
-//! Records the git commit the binary was built from (`berth -v` prints it).
+//! Records the git commit the binary was built from (`berth -v` prints it) and links `berth`
+//! with packed relative relocations.
 
 use std::process::Command;
 
 fn main() {
+    // Packed relative relocations: less to read and keep at every start (see berth-daemon/build.rs).
+    println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/refs/heads");
     let sha = Command::new("git")

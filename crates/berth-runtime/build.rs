@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
+    // Packed relative relocations: less to read and keep at every start (see berth-daemon/build.rs).
+    println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     let src = "src/init/berth-init.rs";
     println!("cargo:rerun-if-changed={src}");
     let out =
