@@ -277,18 +277,11 @@ impl Daemon {
 
     /// `POST /images/prune`: dangling images, or with `dangling=false` every unused image.
     pub async fn prune_images(&self, filters: &Filters) -> ServiceResult<ImagePruneResponse> {
-        filters
-            .check_names(&["dangling", "until", "label", "label!"])
-            .map_err(|e| ServiceError::invalid(e.to_string()))?;
         let dangling_only = filters
             .get("dangling")
             .first()
             .is_none_or(|d| berth_api::query::parse_bool(d));
-        let until = filters
-            .get("until")
-            .first()
-            .map(|u| parse_until(u))
-            .transpose()?;
+        let until = prune_until(filters, &["dangling", "until", "label", "label!"])?;
         let used: HashSet<String> = self
             .containers
             .all()
@@ -460,6 +453,22 @@ fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// Checks a prune request's filter names against those the endpoint accepts and reads its
+/// `until=` filter, which every prune shares.
+pub(crate) fn prune_until(
+    filters: &Filters,
+    accepted: &[&str],
+) -> ServiceResult<Option<chrono::DateTime<chrono::Utc>>> {
+    filters
+        .check_names(accepted)
+        .map_err(|e| ServiceError::invalid(e.to_string()))?;
+    filters
+        .get("until")
+        .first()
+        .map(|u| parse_until(u))
+        .transpose()
 }
 
 /// `until=` accepts a unix timestamp, an RFC 3339 time, or a duration such as `24h`.

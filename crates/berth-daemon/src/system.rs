@@ -185,14 +185,7 @@ impl Daemon {
         &self,
         filters: &Filters,
     ) -> ServiceResult<ContainerPruneResponse> {
-        filters
-            .check_names(&["until", "label", "label!"])
-            .map_err(|e| ServiceError::invalid(e.to_string()))?;
-        let until = filters
-            .get("until")
-            .first()
-            .map(|u| crate::images::parse_until(u))
-            .transpose()?;
+        let until = crate::images::prune_until(filters, &["until", "label", "label!"])?;
         let mut deleted = Vec::new();
         let mut reclaimed = 0i64;
         for c in self.containers.all() {

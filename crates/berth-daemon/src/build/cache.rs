@@ -6,7 +6,7 @@ use berth_api::filters::Filters;
 use berth_store::{BuildCacheRecord, LayerInfo};
 
 use crate::daemon::Daemon;
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::ServiceResult;
 
 /// What `POST /build/prune` asks.
 #[derive(Debug, Default)]
@@ -60,15 +60,7 @@ impl Daemon {
     /// `POST /build/prune`: forgets cache entries, then frees what nothing else uses.
     /// Returns the keys forgotten and the bytes freed.
     pub async fn prune_build_cache(&self, opts: PruneOptions) -> ServiceResult<(Vec<String>, u64)> {
-        opts.filters
-            .check_names(&["until"])
-            .map_err(|e| ServiceError::invalid(e.to_string()))?;
-        let until = opts
-            .filters
-            .get("until")
-            .first()
-            .map(|u| crate::images::parse_until(u))
-            .transpose()?;
+        let until = crate::images::prune_until(&opts.filters, &["until"])?;
         let store = self.store.clone();
         let tops = self.image_tops()?;
         tokio::task::spawn_blocking(move || -> ServiceResult<(Vec<String>, u64)> {

@@ -54,6 +54,7 @@ impl Daemon {
             .hostname
             .as_deref()
             .is_some_and(|h| !h.is_empty());
+        validate_net_container_mode(&req.config, &req.host_config, &req.endpoints)?;
         super::health::validate_healthcheck(req.config.healthcheck.as_ref())?;
         let image_healthcheck = self.image_healthcheck(&image).await?;
         let mut config = merge_config(req.config, &image, &id)?;
@@ -61,6 +62,7 @@ impl Daemon {
             super::health::merge_healthcheck(config.healthcheck.take(), image_healthcheck);
         let mut host_config = req.host_config;
         validate_host_config(&mut host_config, &self.config.runtimes)?;
+        self.pin_shared_network(&mut host_config);
         if host_config.network_mode.as_deref() == Some("host") && !hostname_given {
             // Sharing the host's network means sharing its name too, as Docker does.
             config.hostname = nix::unistd::gethostname()
@@ -105,6 +107,22 @@ impl Daemon {
         };
         self.admit(record, networks, &created_volumes).await?;
         Ok((id, Vec::new()))
+    }
+
+    /// Names the container of `--network container:<name>` by its id, as moby does, so that
+    /// renaming it keeps the link; a container that does not exist (yet) is left for the
+    /// start to report.
+    fn pin_shared_network(&self, host: &mut HostConfig) {
+        let Some(reference) = host
+            .network_mode
+            .as_deref()
+            .and_then(|m| m.strip_prefix("container:"))
+        else {
+            return;
+        };
+        if let Ok(owner) = self.containers.get(reference) {
+            host.network_mode = Some(format!("container:{}", owner.id));
+        }
     }
 
     /// Creates the container of a build step: it runs `config.cmd` as given (no image
@@ -364,10 +382,9 @@ fn validate_host_config(
         "" | "default" => "bridge".to_string(),
         other => other.to_string(),
     };
-    if mode.starts_with("container:") {
-        return Err(ServiceError::not_found(format!("network {mode} not found")));
-    }
     host.network_mode = Some(mode);
+    crate::networks::normalise_extra_hosts(host)?;
+    crate::networks::dns_overrides(host)?;
     if let Some(rt) = host.runtime.as_deref().filter(|r| !r.is_empty())
         && rt != crate::config::BUILTIN_RUNTIME
         && !runtimes.contains_key(rt)
@@ -392,6 +409,61 @@ fn validate_host_config(
             name: Some(berth_api::models::RestartPolicyNameEnum::NO),
             maximum_retry_count: Some(0),
         });
+    Ok(())
+}
+
+/// moby's `validateNetContainerMode`: what `--network container:<name|id>` cannot be combined
+/// with, since the container gets the other one's network as it is. Checked on the request,
+/// before the image's defaults (its `EXPOSE`s are no conflict).
+fn validate_net_container_mode(
+    config: &ContainerConfig,
+    host: &HostConfig,
+    endpoints: &HashMap<String, crate::networks::EndpointRequest>,
+) -> ServiceResult<()> {
+    let mode = host.network_mode.as_deref().unwrap_or_default();
+    // A network named `container` is taken for a malformed mode, as moby does.
+    if mode != "container" && !mode.starts_with("container:") {
+        return Ok(());
+    }
+    let conflict = |what: &str| {
+        Err(ServiceError::invalid(format!(
+            "conflicting options: {what}"
+        )))
+    };
+    if mode.strip_prefix("container:").is_none_or(str::is_empty) {
+        return Err(ServiceError::invalid(
+            "invalid network mode: invalid container format container:<name|id>",
+        ));
+    }
+    let given = |list: &Option<Vec<String>>| list.as_ref().is_some_and(|l| !l.is_empty());
+    if config.hostname.as_deref().is_some_and(|h| !h.is_empty()) {
+        return conflict("hostname and the network mode");
+    }
+    if given(&host.links) {
+        return conflict(
+            "container type network can't be used with links. This would result in undefined behavior",
+        );
+    }
+    if given(&host.dns) {
+        return conflict("dns and the network mode");
+    }
+    if given(&host.extra_hosts) {
+        return conflict("custom host-to-IP mapping and the network mode");
+    }
+    if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty())
+        || host.publish_all_ports.unwrap_or(false)
+    {
+        return conflict("port publishing and the container type network mode");
+    }
+    if config.exposed_ports.as_ref().is_some_and(|p| !p.is_empty()) {
+        return conflict("port exposing and the container type network mode");
+    }
+    if endpoints
+        .values()
+        .any(|e| e.mac.as_deref().is_some_and(|m| !m.is_empty()))
+    {
+        return conflict("mac-address and the network mode");
+    }
     Ok(())
 }
 
@@ -456,5 +528,76 @@ mod tests {
         assert!(validate_name("a").is_err());
         assert!(validate_name("has space").is_err());
         assert!(validate_name(&generate_name(&random_id())).is_ok());
+    }
+
+    #[test]
+    fn a_shared_network_refuses_what_it_cannot_honour() {
+        let mode = |m: &str| HostConfig {
+            network_mode: Some(m.into()),
+            ..Default::default()
+        };
+        let check = |config: &ContainerConfig, host: &HostConfig| {
+            validate_net_container_mode(config, host, &HashMap::new()).map_err(|e| e.message)
+        };
+        let none = ContainerConfig::default();
+        assert_eq!(check(&none, &mode("container:web")), Ok(()));
+        assert_eq!(check(&none, &mode("appnet")), Ok(()));
+        for bad in ["container", "container:"] {
+            assert_eq!(
+                check(&none, &mode(bad)),
+                Err("invalid network mode: invalid container format container:<name|id>".into())
+            );
+        }
+        let named = ContainerConfig {
+            hostname: Some("h".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            check(&named, &mode("container:web")),
+            Err("conflicting options: hostname and the network mode".into())
+        );
+        let with_dns = HostConfig {
+            dns: Some(vec!["1.1.1.1".into()]),
+            ..mode("container:web")
+        };
+        assert_eq!(
+            check(&none, &with_dns),
+            Err("conflicting options: dns and the network mode".into())
+        );
+        // Empty lists, as the CLIs send them, are no conflict.
+        let empty = HostConfig {
+            dns: Some(Vec::new()),
+            extra_hosts: Some(Vec::new()),
+            port_bindings: Some(HashMap::new()),
+            ..mode("container:web")
+        };
+        assert_eq!(check(&none, &empty), Ok(()));
+        let publish_all = HostConfig {
+            publish_all_ports: Some(true),
+            ..mode("container:web")
+        };
+        assert_eq!(
+            check(&none, &publish_all),
+            Err("conflicting options: port publishing and the container type network mode".into())
+        );
+        let exposing = ContainerConfig {
+            exposed_ports: Some(vec!["80/tcp".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            check(&exposing, &mode("container:web")),
+            Err("conflicting options: port exposing and the container type network mode".into())
+        );
+        let mac = HashMap::from([(
+            "container:web".to_string(),
+            crate::networks::EndpointRequest {
+                mac: Some("02:42:ac:11:00:09".into()),
+                ..Default::default()
+            },
+        )]);
+        assert_eq!(
+            validate_net_container_mode(&none, &mode("container:web"), &mac).map_err(|e| e.message),
+            Err("conflicting options: mac-address and the network mode".into())
+        );
     }
 }

@@ -12,7 +12,7 @@ use berth_runtime::spec::{
     SeccompConfig, Ulimit,
 };
 
-use super::{Container, ContainerRecord, user};
+use super::{Container, ContainerRecord, Status, user};
 use crate::config::BUILTIN_RUNTIME;
 use crate::daemon::Daemon;
 use crate::error::{ServiceError, ServiceResult};
@@ -25,6 +25,19 @@ const CPU_PERIOD: i64 = 100_000;
 pub(crate) struct PreparedRun {
     pub shim_options: ShimOptions,
 }
+
+/// What a `--network container:<owner>` container takes from its owner.
+#[derive(Debug)]
+struct SharedNetwork {
+    /// The directory whose `hostname`, `hosts` and `resolv.conf` it mounts (the owner's, or
+    /// that of the container the owner itself shares with).
+    files_dir: PathBuf,
+    /// The owner's network namespace.
+    namespace: NetworkNamespace,
+}
+
+/// How many `container:` links are followed to the container that owns the namespace.
+const MAX_SHARED_NETWORK_HOPS: usize = 16;
 
 impl Daemon {
     /// `<data-root>/containers/<id>`: hostname, hosts, resolv.conf, the log, the rootfs mount.
@@ -62,6 +75,7 @@ impl Daemon {
         &self,
         container: &Arc<Container>,
     ) -> ServiceResult<PreparedRun> {
+        let shared = self.shared_network(container)?;
         let record = container.snapshot();
         let rootfs = self.rootfs_dir(&record.id);
         let store = self.store.clone();
@@ -100,7 +114,7 @@ impl Daemon {
             self.unmount_rootfs(&record.id).await;
             return Err(e);
         }
-        match self.build_run(&record, &rootfs) {
+        match self.build_run(&record, &rootfs, shared.as_ref()) {
             Ok(run) => Ok(run),
             Err(e) => {
                 self.unmount_rootfs(&record.id).await;
@@ -109,23 +123,96 @@ impl Daemon {
         }
     }
 
-    fn build_run(&self, record: &ContainerRecord, rootfs: &Path) -> ServiceResult<PreparedRun> {
+    /// For `--network container:<owner>`: checks that the owner runs (moby's messages), takes
+    /// its hostname and domain name into the record (as moby does at start), and returns
+    /// the namespace and files to share.
+    fn shared_network(&self, container: &Container) -> ServiceResult<Option<SharedNetwork>> {
+        let mode = container
+            .record()
+            .host_config
+            .network_mode
+            .clone()
+            .unwrap_or_default();
+        let Some(reference) = mode.strip_prefix("container:") else {
+            return Ok(None);
+        };
+        let owner = self.containers.get(reference).map_err(|e| {
+            ServiceError::internal(format!(
+                "joining network namespace of container: {}",
+                e.message
+            ))
+        })?;
+        if owner.id == container.id {
+            return Err(ServiceError::internal("cannot join own network namespace"));
+        }
+        let direct = owner.snapshot();
+        match direct.state.status {
+            Status::Running | Status::Paused => {}
+            Status::Restarting => {
+                return Err(ServiceError::conflict(format!(
+                    "cannot join network namespace of container: Container {reference} is restarting, wait until the container is running"
+                )));
+            }
+            other => {
+                return Err(ServiceError::conflict(format!(
+                    "cannot join network namespace of a non running container: container {} is {}",
+                    direct.name,
+                    other.as_str()
+                )));
+            }
+        }
+        // The owner may share another container's namespace in turn: the files and pinned
+        // namespace are those of the container at the end of the chain.
+        let mut root = direct.clone();
+        for _ in 0..MAX_SHARED_NETWORK_HOPS {
+            let next = root
+                .host_config
+                .network_mode
+                .as_deref()
+                .and_then(|m| m.strip_prefix("container:"))
+                .and_then(|r| self.containers.get(r).ok());
+            match next {
+                Some(next) => root = next.snapshot(),
+                None => break,
+            }
+        }
+        let namespace = if root.host_config.network_mode.as_deref() == Some("host") {
+            NetworkNamespace::Host
+        } else {
+            match self.networks.container_netns(&root.id) {
+                Some(path) => NetworkNamespace::Path(path),
+                None => NetworkNamespace::Path(format!("/proc/{}/ns/net", direct.state.pid).into()),
+            }
+        };
+        {
+            let mut r = container.record();
+            r.config.hostname = direct.config.hostname.clone();
+            r.config.domainname = direct.config.domainname.clone();
+        }
+        Ok(Some(SharedNetwork {
+            files_dir: self.container_dir(&root.id),
+            namespace,
+        }))
+    }
+
+    fn build_run(
+        &self,
+        record: &ContainerRecord,
+        rootfs: &Path,
+        shared: Option<&SharedNetwork>,
+    ) -> ServiceResult<PreparedRun> {
         let dir = self.container_dir(&record.id);
         let host = &record.host_config;
         let config = &record.config;
         let network_mode = host.network_mode.as_deref().unwrap_or("bridge");
         let hostname = config.hostname.clone().unwrap_or_default();
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let entries = berth_network::files::HostEntries {
-            hostname: hostname.clone(),
-            addresses: self.networks.container_addresses(&record.id),
-            extra: parse_extra_hosts(host.extra_hosts.as_deref().unwrap_or_default()),
+        let files_dir = match shared {
+            Some(shared) => shared.files_dir.clone(),
+            None => {
+                self.write_network_files(record, &dir)?;
+                dir.clone()
+            }
         };
-        berth_network::files::write_all(&dir, &entries, &host_resolv, network_mode == "host")
-            .map_err(|e| ServiceError::internal(e.to_string()))?;
-        if let Some(resolv) = self.networks.embedded_resolv_conf(&record.id) {
-            std::fs::write(dir.join("resolv.conf"), resolv)?;
-        }
 
         let user = user::resolve(rootfs, config.user.as_deref().unwrap_or(""))?;
         let cwd = config
@@ -163,7 +250,7 @@ impl Daemon {
             mounts.push(MountSpec {
                 destination: dest.into(),
                 kind: "bind".into(),
-                source: dir.join(name).display().to_string(),
+                source: files_dir.join(name).display().to_string(),
                 options: vec!["rbind".into(), "rprivate".into()],
             });
         }
@@ -192,10 +279,13 @@ impl Daemon {
             tty,
             open_stdin: config.open_stdin.unwrap_or(false),
             mounts,
-            network: match (network_mode, self.networks.container_netns(&record.id)) {
-                ("host", _) => NetworkNamespace::Host,
-                (_, Some(path)) => NetworkNamespace::Path(path),
-                _ => NetworkNamespace::New,
+            network: match (shared, network_mode) {
+                (Some(shared), _) => shared.namespace.clone(),
+                (None, "host") => NetworkNamespace::Host,
+                (None, _) => match self.networks.container_netns(&record.id) {
+                    Some(path) => NetworkNamespace::Path(path),
+                    None => NetworkNamespace::New,
+                },
             },
             capabilities: CapabilityConfig {
                 add: host.cap_add.clone().unwrap_or_default(),
@@ -350,14 +440,6 @@ fn tmpfs_mounts(host: &HostConfig) -> Vec<MountSpec> {
         .collect();
     out.sort_by(|a, b| a.destination.cmp(&b.destination));
     out
-}
-
-fn parse_extra_hosts(hosts: &[String]) -> Vec<(String, String)> {
-    hosts
-        .iter()
-        .filter_map(|h| h.split_once(':').or_else(|| h.split_once('=')))
-        .map(|(name, addr)| (name.to_string(), addr.to_string()))
-        .collect()
 }
 
 /// What `--security-opt` asked for.

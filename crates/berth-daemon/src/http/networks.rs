@@ -191,7 +191,8 @@ async fn disconnect(State(d): State<AppState>, Path(id): Path<String>, body: Byt
     let run = async {
         let body: NetworkDisconnectRequest = serde_json::from_slice(&body)
             .map_err(|e| crate::error::ServiceError::invalid(format!("invalid JSON: {e}")))?;
-        d.disconnect_network(&id, &body.container).await
+        d.disconnect_network(&id, &body.container, body.force.unwrap_or(false))
+            .await
     };
     match run.await {
         Ok(()) => StatusCode::OK.into_response(),

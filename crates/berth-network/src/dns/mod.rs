@@ -2,11 +2,11 @@
 //!
 //! One [`DnsServer`] runs per user-defined network, in the host's namespace, listening on the
 //! network's gateway address (UDP and TCP port 53). Containers' `resolv.conf` names that
-//! address ([`crate::files::embedded_resolv_conf`]). Docker instead listens on 127.0.0.11
+//! address ([`crate::files::ResolverMode::Embedded`]). Docker instead listens on 127.0.0.11
 //! inside every container's namespace and DNATs port 53 there; the gateway is already
 //! reachable from each container and lives in the host namespace, so berth needs no rules
-//! and no per-container socket. The cost: a container on several networks lists one gateway
-//! per network, and that server stays the one it asks.
+//! and no per-container socket. The cost: a container on several networks asks the server
+//! of one of them (the first with embedded DNS), which answers for all of its networks.
 //!
 //! Answers come from a [`DnsTable`] the daemon updates in memory (no files, no signals): a
 //! name resolves only if it belongs to an endpoint on a network the *asking* container (known

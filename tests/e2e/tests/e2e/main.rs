@@ -14,6 +14,7 @@ mod faults;
 mod lifecycle_policies;
 mod metrics;
 mod network;
+mod network_more;
 mod operate;
 mod operate_more;
 mod registry;
