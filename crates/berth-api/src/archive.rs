@@ -208,6 +208,89 @@ pub fn rebase_entry(name: &str, old: &str, new: &str) -> String {
     name.replacen(old, replacement, 1)
 }
 
+/// Extended attributes as `(name, value)` pairs.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The PAX record keyword prefix of an extended attribute (`SCHILY.xattr.<name>`), as moby,
+/// Go's `archive/tar` and GNU tar write them.
+pub const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+
+/// The extended attribute holding a file's capabilities (`setcap`).
+pub const XATTR_CAPABILITY: &str = "security.capability";
+
+/// overlayfs' own attributes (opaque directories, redirects, origins): never archived nor
+/// extracted, as they describe a layer's place in an overlay, not the file.
+const XATTR_OVERLAY_PREFIX: &[u8] = b"trusted.overlay.";
+
+/// Whether `docker cp` archives carry the extended attribute `name` of a file: its
+/// capabilities (`security.capability`, the one moby's archive writer carries), and `user.*`
+/// and `trusted.*` attributes (which moby's readers apply, and BuildKit's copies keep), but
+/// neither overlayfs' `trusted.overlay.*` nor the host's security labels (other `security.*`
+/// names: SELinux, IMA, EVM) nor `system.*` ACLs. A name that cannot be a PAX keyword (not
+/// UTF-8, or holding `=`) is left out. berth-store's layer writer follows the same rule.
+pub fn xattr_is_archived(name: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(name) else {
+        return false;
+    };
+    if text.contains('=') || name.starts_with(XATTR_OVERLAY_PREFIX) {
+        return false;
+    }
+    text == XATTR_CAPABILITY || text.starts_with("user.") || text.starts_with("trusted.")
+}
+
+/// Whether an archive's `SCHILY.xattr.<name>` record is set on the extracted file: all of
+/// them, as moby's `Untar` does, except overlayfs' `trusted.overlay.*`.
+pub fn xattr_is_extracted(name: &[u8]) -> bool {
+    !name.is_empty() && !name.starts_with(XATTR_OVERLAY_PREFIX)
+}
+
+/// The value archived for the attribute `name`: a v3 file capability, which names the root
+/// user of the user namespace it was set in, becomes the v2 one (moby's
+/// `ReadSecurityXattrToTarHeader`); anything else is kept as it is.
+pub fn archived_xattr_value(name: &[u8], mut value: Vec<u8>) -> Vec<u8> {
+    // linux/capability.h: the revision is the high byte of the little-endian magic.
+    const REVISION_OFFSET: usize = 3;
+    const VFS_CAP_REVISION_2: u8 = 2;
+    const VFS_CAP_REVISION_3: u8 = 3;
+    const XATTR_CAPS_SZ_2: usize = 20;
+    if name == XATTR_CAPABILITY.as_bytes()
+        && value.len() > XATTR_CAPS_SZ_2
+        && value[REVISION_OFFSET] == VFS_CAP_REVISION_3
+    {
+        value[REVISION_OFFSET] = VFS_CAP_REVISION_2;
+        value.truncate(XATTR_CAPS_SZ_2);
+    }
+    value
+}
+
+/// The extended attributes among an entry's PAX records (`(keyword, value)` pairs) that
+/// extraction sets, as `(name, value)`.
+pub fn xattrs_to_extract<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Xattrs {
+    records
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let name = key.strip_prefix(PAX_XATTR_PREFIX.as_bytes())?;
+            xattr_is_extracted(name).then(|| (name.to_vec(), value.to_vec()))
+        })
+        .collect()
+}
+
+/// One PAX record: `"<length> <keyword>=<value>\n"`, the length counting itself.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    // The space, the `=` and the newline.
+    let rest = key.len() + value.len() + 3;
+    let mut len = rest + 1;
+    while rest + len.to_string().len() != len {
+        len = rest + len.to_string().len();
+    }
+    let mut out = format!("{len} ").into_bytes();
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
+}
+
 /// Tar entry type flags.
 pub mod kind {
     /// A regular file.
@@ -224,6 +307,8 @@ pub mod kind {
     pub const DIR: u8 = b'5';
     /// A named pipe.
     pub const FIFO: u8 = b'6';
+    /// PAX extended header records for the next entry.
+    pub const PAX: u8 = b'x';
 }
 
 /// One tar entry's header, encoded with its names exactly as given (`./a` stays `./a`, which
@@ -250,16 +335,36 @@ pub struct TarHeader {
     pub dev_major: u32,
     /// Device minor number (devices only).
     pub dev_minor: u32,
+    /// Extended attributes `(name, value)`, written as `SCHILY.xattr.` PAX records.
+    pub xattrs: Xattrs,
 }
 
 /// The tar block size.
 pub const TAR_BLOCK: usize = 512;
 
 impl TarHeader {
-    /// The header blocks: a GNU long-name (`L`) and long-link (`K`) record first when a name
-    /// does not fit in its field, then the header itself.
+    /// The header blocks: a PAX extended header (`x`) holding the extended attributes when
+    /// there are any, GNU long-link (`K`) and long-name (`L`) records when a name does not fit
+    /// in its field, then the header itself.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        if !self.xattrs.is_empty() {
+            let mut records = Vec::new();
+            for (name, value) in &self.xattrs {
+                let mut key = PAX_XATTR_PREFIX.as_bytes().to_vec();
+                key.extend_from_slice(name);
+                records.extend(pax_record(&key, value));
+            }
+            let pax = TarHeader {
+                name: pax_header_name(&self.name),
+                kind: kind::PAX,
+                size: records.len() as u64,
+                ..Default::default()
+            };
+            out.extend_from_slice(&pax.block());
+            out.extend_from_slice(&records);
+            out.resize(out.len() + tar_padding(records.len() as u64), 0);
+        }
         for (value, flag) in [(&self.link, b'K'), (&self.name, b'L')] {
             if value.len() > 100 {
                 let long = TarHeader {
@@ -290,8 +395,13 @@ impl TarHeader {
         b[156] = self.kind;
         let link_len = self.link.len().min(100);
         b[157..157 + link_len].copy_from_slice(&self.link[..link_len]);
-        // GNU magic and version.
-        b[257..265].copy_from_slice(b"ustar  \0");
+        if self.kind == kind::PAX {
+            // POSIX magic and version: PAX headers belong to that format.
+            b[257..265].copy_from_slice(b"ustar\x0000");
+        } else {
+            // GNU magic and version.
+            b[257..265].copy_from_slice(b"ustar  \0");
+        }
         if matches!(self.kind, kind::CHAR | kind::BLOCK) {
             numeric(&mut b[329..337], u64::from(self.dev_major));
             numeric(&mut b[337..345], u64::from(self.dev_minor));
@@ -302,6 +412,24 @@ impl TarHeader {
         b[148..156].copy_from_slice(digits.as_bytes());
         b
     }
+}
+
+/// The name of the PAX header of the entry `name`, as Go's `archive/tar` makes it:
+/// `<dir>/PaxHeaders.0/<base>`, cut to the name field.
+fn pax_header_name(name: &[u8]) -> Vec<u8> {
+    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
+    let (dir, base) = match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(i) => trimmed.split_at(i + 1),
+        None => (&b""[..], trimmed),
+    };
+    let mut out = dir.to_vec();
+    out.extend_from_slice(b"PaxHeaders.0/");
+    out.extend_from_slice(base);
+    out.truncate(100);
+    while out.last() == Some(&b'/') {
+        out.pop();
+    }
+    out
 }
 
 /// Writes a number as NUL-terminated octal, or base-256 when it does not fit (GNU).
@@ -412,6 +540,117 @@ mod tests {
         let mut big = [0u8; 12];
         numeric(&mut big, 1 << 40);
         assert_eq!(big[0] & 0x80, 0x80);
+    }
+
+    /// The PAX records of an encoded header's `x` block, and the blocks that follow them.
+    fn pax_records(encoded: &[u8]) -> (Xattrs, &[u8]) {
+        assert_eq!(encoded[156], kind::PAX, "a PAX header comes first");
+        assert_eq!(&encoded[257..265], b"ustar\x0000");
+        let size_field = std::str::from_utf8(&encoded[124..135]).unwrap();
+        let size = usize::from_str_radix(size_field, 8).unwrap();
+        let mut data = &encoded[TAR_BLOCK..TAR_BLOCK + size];
+        let mut records = Vec::new();
+        while !data.is_empty() {
+            let space = data.iter().position(|&b| b == b' ').unwrap();
+            let len: usize = std::str::from_utf8(&data[..space])
+                .unwrap()
+                .parse()
+                .unwrap();
+            let record = &data[space + 1..len - 1];
+            assert_eq!(data[len - 1], b'\n', "records end with a newline");
+            let eq = record.iter().position(|&b| b == b'=').unwrap();
+            records.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
+            data = &data[len..];
+        }
+        let rest = TAR_BLOCK + size + tar_padding(size as u64);
+        (records, &encoded[rest..])
+    }
+
+    #[test]
+    fn xattrs_travel_as_pax_records_before_the_header() {
+        let capability = vec![
+            1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let h = TarHeader {
+            name: b"dir/ping".to_vec(),
+            kind: kind::REGULAR,
+            mode: 0o755,
+            xattrs: vec![
+                (b"security.capability".to_vec(), capability.clone()),
+                (b"user.long".to_vec(), vec![b'v'; 73]),
+            ],
+            ..Default::default()
+        };
+        let encoded = h.encode();
+        assert_eq!(&encoded[..20], b"dir/PaxHeaders.0/pin");
+        let (records, rest) = pax_records(&encoded);
+        assert_eq!(
+            records,
+            [
+                (b"SCHILY.xattr.security.capability".to_vec(), capability),
+                (b"SCHILY.xattr.user.long".to_vec(), vec![b'v'; 73]),
+            ]
+        );
+        // The entry's own header follows, unchanged.
+        let plain = TarHeader {
+            xattrs: Vec::new(),
+            ..h.clone()
+        };
+        assert_eq!(rest, plain.encode());
+        assert_eq!(pax_record(b"k", b"v"), b"6 k=v\n");
+        // Eight bytes and one digit make nine; nine bytes and one digit would make ten,
+        // which takes two digits: eleven.
+        assert_eq!(pax_record(b"k", &[b'v'; 4]), b"9 k=vvvv\n");
+        assert_eq!(pax_record(b"k", &[b'v'; 5]), b"11 k=vvvvv\n");
+        assert_eq!(pax_header_name(b"a/"), b"PaxHeaders.0/a");
+    }
+
+    #[test]
+    fn which_xattrs_travel() {
+        for carried in ["security.capability", "user.test", "trusted.md5"] {
+            assert!(xattr_is_archived(carried.as_bytes()), "{carried}");
+        }
+        for left_out in [
+            "trusted.overlay.opaque",
+            "security.selinux",
+            "security.ima",
+            "system.posix_acl_access",
+            "user.a=b",
+        ] {
+            assert!(!xattr_is_archived(left_out.as_bytes()), "{left_out}");
+        }
+        assert!(!xattr_is_archived(b"user.\xff"));
+        let records: Vec<(&[u8], &[u8])> = vec![
+            (b"SCHILY.xattr.user.a", b"1"),
+            (b"SCHILY.xattr.security.selinux", b"label"),
+            (b"SCHILY.xattr.trusted.overlay.redirect", b"/x"),
+            (b"path", b"long/name"),
+        ];
+        assert_eq!(
+            xattrs_to_extract(records),
+            [
+                (b"user.a".to_vec(), b"1".to_vec()),
+                (b"security.selinux".to_vec(), b"label".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn v3_capabilities_are_archived_as_v2() {
+        let mut v3 = vec![0u8; 24];
+        v3[3] = 3;
+        v3[0] = 1;
+        v3[4] = 0x20;
+        v3[20] = 0xe8;
+        v3[21] = 0x03;
+        let v2 = archived_xattr_value(b"security.capability", v3.clone());
+        assert_eq!(v2.len(), 20);
+        assert_eq!(v2[3], 2);
+        assert_eq!(&v2[..3], &v3[..3]);
+        assert_eq!(&v2[4..], &v3[4..20]);
+        // v2 values and other attributes are kept as they are.
+        assert_eq!(archived_xattr_value(b"security.capability", v2.clone()), v2);
+        assert_eq!(archived_xattr_value(b"user.x", v3.clone()), v3);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 
@@ -23,8 +23,8 @@ use tar::EntryType;
 
 use super::copy::clamp_dirs;
 use super::root::{
-    Creator, Meta, Root, apply_meta_at, apply_meta_fd, clamp, is_dir, lstat_at, open_at,
-    open_dir_at, remove_all, set_times_at, sys_error,
+    Creator, Meta, Root, Xattrs, apply_meta_at, apply_meta_fd, clamp, is_dir, lstat_at, open_at,
+    open_dir_at, open_path_at, remove_all, set_times_at, sys_error, write_xattrs,
 };
 use super::{CopyStats, FsOpsError};
 
@@ -167,6 +167,7 @@ pub(super) fn extract(
             // The archive's root directory: the destination itself.
             continue;
         };
+        let xattrs = pax_xattrs(&mut entry).map_err(archive_error)?;
         let header = entry.header();
         let entry_type = header.entry_type();
         let fields = header.as_old();
@@ -219,6 +220,7 @@ pub(super) fn extract(
                 );
                 let copied = io::copy(&mut entry, &mut out).map_err(archive_error)?;
                 apply_meta_fd(&out, &meta).map_err(sys_error("setting metadata of", &display))?;
+                write_xattrs(&OwnedFd::from(out), &xattrs, &display)?;
                 stats.files += 1;
                 stats.bytes += copied;
             }
@@ -234,6 +236,7 @@ pub(super) fn extract(
                 let created = open_dir_at(dir, name).map_err(sys_error("opening", &display))?;
                 apply_meta_fd(&created, &meta)
                     .map_err(sys_error("setting metadata of", &display))?;
+                write_xattrs(&created, &xattrs, &display)?;
                 dir_times.push((phys, mtime));
             }
             EntryType::Symlink => {
@@ -259,6 +262,7 @@ pub(super) fn extract(
                     .map_err(sys_error("creating symlink", &display))?;
                 apply_meta_at(dir, name, &meta, true)
                     .map_err(sys_error("setting metadata of", &display))?;
+                set_xattrs_at(dir, name, &xattrs, &display)?;
                 stats.files += 1;
             }
             EntryType::Link => {
@@ -318,6 +322,7 @@ pub(super) fn extract(
                 .map_err(sys_error("creating node", &display))?;
                 apply_meta_at(dir, name, &meta, false)
                     .map_err(sys_error("setting metadata of", &display))?;
+                set_xattrs_at(dir, name, &xattrs, &display)?;
                 stats.files += 1;
             }
             other => {
@@ -339,6 +344,36 @@ pub(super) fn extract(
         clamp_dirs(&into, creator.touched, epoch)?;
     }
     Ok(())
+}
+
+/// The extended attributes of an entry's `SCHILY.xattr.<name>` PAX records, which ADD sets
+/// as Docker's extraction does.
+fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Xattrs> {
+    let Some(records) = entry.pax_extensions()? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for record in records {
+        let record = record?;
+        if let Some(name) = record.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+            out.push((name.to_vec(), record.value_bytes().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// [`write_xattrs`] on the entry `name` in `dir` itself (a symlink is not followed).
+fn set_xattrs_at(
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    xattrs: &Xattrs,
+    display: &str,
+) -> Result<(), FsOpsError> {
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let entry = open_path_at(dir, name).map_err(sys_error("opening", display))?;
+    write_xattrs(&entry, xattrs, display)
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use super::archive;
 use super::chmod::Chmod;
 use super::root::{
     Creator, Meta, Resolved, Root, apply_meta_at, apply_meta_fd, clamp, components, io_error,
-    is_dir, kind, list_dir, lstat_at, open_at, open_dir_at, read_link_at, remove_non_dir,
-    set_times_at, stat_entry, sys_error,
+    is_dir, kind, list_dir, lstat_at, open_at, open_dir_at, open_path_at, read_link_at,
+    read_xattrs, remove_non_dir, set_times_at, stat_entry, sys_error, write_xattrs,
 };
 use super::source::{Matched, SourceDir};
 use super::{CopyStats, FsOpsError};
@@ -454,7 +454,8 @@ impl<'a> Writer<'a> {
             let to = open_dir_at(dst_dir, dst_name).map_err(sys_error("opening", display))?;
             self.copy_tree(src, &from, src_phys, &to, display)?;
             return if created || overwrite_meta {
-                apply_meta_fd(&to, &meta).map_err(sys_error("setting metadata of", display))
+                apply_meta_fd(&to, &meta).map_err(sys_error("setting metadata of", display))?;
+                write_xattrs(&to, &read_xattrs(&from, &shown)?, display)
             } else {
                 set_times_at(&to, None, meta.atime, meta.mtime)
                     .map_err(sys_error("setting times of", display))
@@ -492,6 +493,9 @@ impl<'a> Writer<'a> {
                 let copied =
                     io::copy(&mut from, &mut to).map_err(io_error("copying to", display))?;
                 apply_meta_fd(&to, &meta).map_err(sys_error("setting metadata of", display))?;
+                // After the chown, which drops file capabilities.
+                let (from, to) = (OwnedFd::from(from), OwnedFd::from(to));
+                write_xattrs(&to, &read_xattrs(&from, &shown)?, display)?;
                 self.stats.bytes += copied;
             }
             SFlag::S_IFLNK => {
@@ -501,6 +505,7 @@ impl<'a> Writer<'a> {
                     .map_err(sys_error("creating symlink", display))?;
                 apply_meta_at(dst_dir, dst_name, &meta, true)
                     .map_err(sys_error("setting metadata of", display))?;
+                self.copy_xattrs_at(src_dir, src_name, &shown, dst_dir, dst_name, display)?;
             }
             _ => {
                 mknodat(
@@ -513,10 +518,30 @@ impl<'a> Writer<'a> {
                 .map_err(sys_error("creating node", display))?;
                 apply_meta_at(dst_dir, dst_name, &meta, false)
                     .map_err(sys_error("setting metadata of", display))?;
+                self.copy_xattrs_at(src_dir, src_name, &shown, dst_dir, dst_name, display)?;
             }
         }
         self.stats.files += 1;
         Ok(())
+    }
+
+    /// Copies the extended attributes of the entries themselves (symlinks are not followed).
+    fn copy_xattrs_at(
+        &self,
+        src_dir: &OwnedFd,
+        src_name: &OsStr,
+        shown: &str,
+        dst_dir: &OwnedFd,
+        dst_name: &OsStr,
+        display: &str,
+    ) -> Result<(), FsOpsError> {
+        let from = open_path_at(src_dir, src_name).map_err(sys_error("opening source", shown))?;
+        let xattrs = read_xattrs(&from, shown)?;
+        if xattrs.is_empty() {
+            return Ok(());
+        }
+        let to = open_path_at(dst_dir, dst_name).map_err(sys_error("opening", display))?;
+        write_xattrs(&to, &xattrs, display)
     }
 
     /// Sets the deferred directory times and, with SOURCE_DATE_EPOCH, clamps

@@ -121,6 +121,70 @@ pub(super) fn open_at(
     Ok(owned(raw))
 }
 
+/// Pins the entry `name` in `dir` itself (a symlink too) with an `O_PATH` descriptor.
+pub(super) fn open_path_at(dir: &OwnedFd, name: &OsStr) -> nix::Result<OwnedFd> {
+    open_at(dir, name, OFlag::O_PATH, 0)
+}
+
+/// overlayfs' own extended attributes (opaque directories, redirects): they describe a
+/// layer's place in an overlay, not a file, and are never copied.
+const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
+
+/// The extended attributes of what `fd` refers to (any descriptor, `O_PATH` included: they
+/// are read through `/proc/self/fd`, which names the file itself, even a symlink), sorted by
+/// name, overlayfs' own left out.
+pub(super) fn read_xattrs(fd: &OwnedFd, display: &str) -> Result<Xattrs, FsOpsError> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let names = match xattr::list_deref(&path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("listing extended attributes of", display)(e)),
+    };
+    let mut names: Vec<OsString> = names
+        .filter(|n| !n.as_bytes().starts_with(OVERLAY_XATTR_PREFIX))
+        .collect();
+    names.sort_unstable();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        // `None`: removed since it was listed.
+        if let Some(value) = xattr::get_deref(&path, &name)
+            .map_err(io_error("reading extended attributes of", display))?
+        {
+            out.push((name.into_vec(), value));
+        }
+    }
+    Ok(out)
+}
+
+/// Sets extended attributes on what `fd` refers to (as [`read_xattrs`] reads them). What the
+/// destination refuses is left out, as Docker's ADD extraction (`BestEffortXattrs`) and
+/// BuildKit's copy do: `EPERM` (`user.*` on a symlink or a device) and `ENOTSUP` (a namespace
+/// its file system lacks). overlayfs' own attributes are never set. Call it after the chown,
+/// which drops file capabilities.
+pub(super) fn write_xattrs(fd: &OwnedFd, xattrs: &Xattrs, shown: &str) -> Result<(), FsOpsError> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    for (name, value) in xattrs {
+        if name.is_empty() || name.starts_with(OVERLAY_XATTR_PREFIX) {
+            continue;
+        }
+        match xattr::set_deref(&path, OsStr::from_bytes(name), value) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP)) => {
+                tracing::debug!(
+                    path = %shown,
+                    xattr = %String::from_utf8_lossy(name),
+                    "extended attribute left out: {e}"
+                );
+            }
+            Err(e) => return Err(io_error("setting extended attributes of", shown)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Extended attributes as `(name, value)` pairs.
+pub(super) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Opens the directory `name` in `dir` (never through a symlink).
 pub(super) fn open_dir_at(dir: &OwnedFd, name: &OsStr) -> nix::Result<OwnedFd> {
     open_at(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)

@@ -1044,3 +1044,109 @@ fn archive_entries_replace_what_is_there() {
     );
     assert!(f.root.join("dst/keep-dir/new").is_file());
 }
+
+// ---- extended attributes ----
+
+/// `cap_net_raw+ep` as `setcap` writes it (VFS_CAP_REVISION_2, effective).
+const CAP_NET_RAW: [u8; 20] = [
+    0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn copy_keeps_extended_attributes_and_capabilities_survive_chown() {
+    let f = fixture();
+    write(&f.ctx.join("app/bin/ping"), "binary");
+    symlink("ping", f.ctx.join("app/bin/link")).unwrap();
+    xattr::set(f.ctx.join("app/bin"), "user.dir", b"d").unwrap();
+    xattr::set(f.ctx.join("app/bin/ping"), "user.test", b"hello").unwrap();
+    if is_root() {
+        xattr::set(
+            f.ctx.join("app/bin/ping"),
+            "security.capability",
+            &CAP_NET_RAW,
+        )
+        .unwrap();
+        xattr::set(f.ctx.join("app/bin/link"), "trusted.link", b"l").unwrap();
+    }
+    let mut req = request(&f.root, "/opt/", vec![dir_source(&f.ctx, &["app"])]);
+    if is_root() {
+        req.owner = Some((1000, 1000));
+    }
+    apply_copy(&req).unwrap();
+    let ping = f.root.join("opt/bin/ping");
+    assert_eq!(
+        xattr::get(f.root.join("opt/bin"), "user.dir")
+            .unwrap()
+            .as_deref(),
+        Some(&b"d"[..])
+    );
+    assert_eq!(
+        xattr::get(&ping, "user.test").unwrap().as_deref(),
+        Some(&b"hello"[..])
+    );
+    if is_root() {
+        assert_eq!(owner_of(&ping), (1000, 1000));
+        assert_eq!(
+            xattr::get(&ping, "security.capability").unwrap().as_deref(),
+            Some(&CAP_NET_RAW[..]),
+            "set after the chown that would drop it"
+        );
+        assert_eq!(
+            xattr::get(f.root.join("opt/bin/link"), "trusted.link")
+                .unwrap()
+                .as_deref(),
+            Some(&b"l"[..])
+        );
+    }
+}
+
+#[test]
+fn add_sets_archived_extended_attributes() {
+    let f = fixture();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([
+            ("SCHILY.xattr.user.test", &b"hello"[..]),
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+        ])
+        .unwrap();
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    builder
+        .append_data(&mut dir, "d/", std::io::empty())
+        .unwrap();
+    builder
+        .append_pax_extensions([("SCHILY.xattr.user.file", &b"f"[..])])
+        .unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_mode(0o644);
+    file.set_size(1);
+    builder.append_data(&mut file, "d/f", &b"x"[..]).unwrap();
+    // `user.*` on a symlink: the kernel refuses, the ADD goes on.
+    builder
+        .append_pax_extensions([("SCHILY.xattr.user.link", &b"l"[..])])
+        .unwrap();
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    builder.append_link(&mut link, "d/l", "f").unwrap();
+    fs::write(f.ctx.join("x.tar"), builder.into_inner().unwrap()).unwrap();
+    add(&f, &["x.tar"], "/srv/").unwrap();
+    let d = f.root.join("srv/d");
+    assert_eq!(
+        xattr::get(&d, "user.test").unwrap().as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(xattr::get(&d, "trusted.overlay.opaque").unwrap(), None);
+    assert_eq!(
+        xattr::get(d.join("f"), "user.file").unwrap().as_deref(),
+        Some(&b"f"[..])
+    );
+    assert!(d.join("l").symlink_metadata().is_ok());
+}

@@ -199,7 +199,14 @@ async fn copy_from_container(
         let dst_info = copy_info_destination_path(&dest)?;
         let (dst_dir, rename) = prepare_archive_copy(&src_info, &dst_info)?;
         renames.extend(rename);
-        cp_tar::extract(&mut input, &dst_dir, &renames)?;
+        let ignored = cp_tar::extract(&mut input, &dst_dir, &renames)?;
+        if !ignored.is_empty() {
+            // moby's Untar logs the same warning.
+            eprintln!(
+                "WARNING: ignored xattrs in archive: underlying filesystem doesn't support them: {}",
+                ignored.join("; ")
+            );
+        }
         // The tar reader stops at the end marker; the size reported counts the whole stream.
         io::copy(&mut input, &mut io::sink())?;
         Ok(())

@@ -1,16 +1,17 @@
 //! The local half of `berth cp`: moby's `TarResource` (archiving a local path under the
 //! names the copy rules give it) and `Untar` as `CopyTo` runs it (no ownership changes, a
-//! directory and a non-directory never replace each other).
+//! directory and a non-directory never replace each other). Extended attributes travel as
+//! `SCHILY.xattr.` PAX records both ways (see `berth_api::archive::xattr_is_archived`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use berth_api::archive::{self as wire, TarHeader, kind};
+use berth_api::archive::{self as wire, TarHeader, Xattrs, kind};
 
 /// A renaming of archive entries (moby's `RebaseArchiveEntries`): the first occurrence of
 /// `old` in a name, and in a hard link's target, becomes `new`.
@@ -116,6 +117,7 @@ impl LocalTar<'_> {
             uid: u64::from(meta.uid()),
             gid: u64::from(meta.gid()),
             mtime: meta.mtime(),
+            xattrs: archived_xattrs(path)?,
             ..Default::default()
         };
         if ft.is_dir() {
@@ -130,6 +132,8 @@ impl LocalTar<'_> {
             if let Some(first) = self.hard_links.get(&key) {
                 header.kind = kind::LINK;
                 header.link = first.clone();
+                // The first name carried the inode's attributes.
+                header.xattrs.clear();
                 return self.out.write_all(&header.encode());
             }
             self.hard_links.insert(key, header.name.clone());
@@ -170,14 +174,71 @@ impl LocalTar<'_> {
     }
 }
 
+/// The extended attributes `cp` archives carry of `path` itself (not a symlink's target),
+/// sorted by name.
+fn archived_xattrs(path: &Path) -> io::Result<Xattrs> {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<OsString> = names
+        .filter(|n| wire::xattr_is_archived(n.as_bytes()))
+        .collect();
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        // `None`: removed since it was listed.
+        if let Some(value) = xattr::get(path, &name)? {
+            let name = name.into_vec();
+            let value = wire::archived_xattr_value(&name, value);
+            out.push((name, value));
+        }
+    }
+    Ok(out)
+}
+
+/// Sets an extracted entry's extended attributes on `path` itself. What the kernel or the
+/// file system refuses (`EPERM`: a capability or `trusted.*` without privileges, `user.*` on
+/// a symlink; `ENOTSUP`: a namespace the file system lacks) is left out and named in
+/// `ignored`, as moby's `Untar` ignores `EPERM`.
+fn set_xattrs(path: &str, xattrs: &Xattrs, ignored: &mut Vec<String>) -> io::Result<()> {
+    for (key, value) in xattrs {
+        let key_shown = String::from_utf8_lossy(key);
+        match xattr::set(path, std::ffi::OsStr::from_bytes(key), value) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP)) => {
+                ignored.push(format!("{key_shown} on {path}: {e}"));
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("set extended attribute {key_shown} on {path}: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Extracts `input` into the local directory `dest` with `renames` applied to the entry
 /// names (moby's `Untar` with `NoLchown` and `NoOverwriteDirNonDir`, as `CopyTo` calls it).
-pub fn extract(input: &mut dyn Read, dest: &str, renames: &[Rename]) -> io::Result<()> {
+/// Returns the extended attributes that could not be set (see [`set_xattrs`]).
+pub fn extract(input: &mut dyn Read, dest: &str, renames: &[Rename]) -> io::Result<Vec<String>> {
     let mut archive = tar::Archive::new(input);
     let mut dir_times: Vec<(String, i64)> = Vec::new();
+    let mut ignored = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let header = entry.header().clone();
+        let xattrs = match entry.pax_extensions()? {
+            Some(records) => {
+                let records = records.collect::<io::Result<Vec<_>>>()?;
+                wire::xattrs_to_extract(records.iter().map(|r| (r.key_bytes(), r.value_bytes())))
+            }
+            None => Vec::new(),
+        };
         let entry_type = header.entry_type();
         if entry_type.is_pax_global_extensions() {
             continue;
@@ -282,6 +343,8 @@ pub fn extract(input: &mut dyn Read, dest: &str, renames: &[Rename]) -> io::Resu
                 )));
             }
         }
+        // Before the chmod, as moby.
+        set_xattrs(&path, &xattrs, &mut ignored)?;
         if !entry_type.is_symlink() {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
@@ -293,7 +356,7 @@ pub fn extract(input: &mut dyn Read, dest: &str, renames: &[Rename]) -> io::Resu
     for (path, mtime) in dir_times {
         set_mtime(&path, mtime)?;
     }
-    Ok(())
+    Ok(ignored)
 }
 
 fn set_mtime(path: &str, mtime: i64) -> io::Result<()> {
@@ -420,6 +483,84 @@ mod tests {
         let evil = evil.into_inner().unwrap();
         let e = extract(&mut &evil[..], &dest, &[]).unwrap_err();
         assert!(e.to_string().contains("invalid symlink"), "{e}");
+    }
+
+    #[test]
+    fn extended_attributes_round_trip() {
+        let dir = source();
+        let src = dir.path().join("src");
+        xattr::set(&src, "user.dir", b"d").unwrap();
+        xattr::set(src.join("a.txt"), "user.test", b"hello").unwrap();
+        // `cap_net_raw+ep` (VFS_CAP_REVISION_2), settable by root only.
+        let cap: [u8; 20] = [
+            1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            xattr::set(src.join("a.txt"), "security.capability", &cap).unwrap();
+        }
+        let mut out = Vec::new();
+        write_resource(&src.display().to_string(), "", &[], &mut out).unwrap();
+        let mut archive = tar::Archive::new(&out[..]);
+        let mut records: Vec<(String, Vec<String>)> = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let keys = e
+                .pax_extensions()
+                .unwrap()
+                .map(|x| x.map(|r| r.unwrap().key().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            records.push((name, keys));
+        }
+        let keys = |name: &str| records.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        assert_eq!(keys("src/"), ["SCHILY.xattr.user.dir"]);
+        let mut expected = vec!["SCHILY.xattr.user.test"];
+        if root {
+            expected.insert(0, "SCHILY.xattr.security.capability");
+        }
+        assert_eq!(keys("src/a.txt"), expected);
+        // The hard link's inode attributes went with its first name.
+        assert!(keys("src/hard").is_empty());
+
+        let target = tempfile::tempdir().unwrap();
+        let ignored = extract(&mut &out[..], &target.path().display().to_string(), &[]).unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let copy = target.path().join("src");
+        assert_eq!(
+            xattr::get(&copy, "user.dir").unwrap().as_deref(),
+            Some(&b"d"[..])
+        );
+        assert_eq!(
+            xattr::get(copy.join("a.txt"), "user.test")
+                .unwrap()
+                .as_deref(),
+            Some(&b"hello"[..])
+        );
+        if root {
+            assert_eq!(
+                xattr::get(copy.join("a.txt"), "security.capability")
+                    .unwrap()
+                    .as_deref(),
+                Some(&cap[..])
+            );
+        }
+
+        // What the kernel refuses (`user.*` on a symlink) is reported, not fatal.
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("SCHILY.xattr.user.test", &b"x"[..])])
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_path("l").unwrap();
+        h.set_link_name("a").unwrap();
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        let data = b.into_inner().unwrap();
+        let ignored = extract(&mut &data[..], &target.path().display().to_string(), &[]).unwrap();
+        assert_eq!(ignored.len(), 1, "{ignored:?}");
+        assert!(ignored[0].starts_with("user.test on "), "{ignored:?}");
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! and `..` resolve inside the container as they would for its processes (moby gets the same
 //! effect with a chroot); the last element of a path is then handled with the `*at` calls and
 //! `O_NOFOLLOW`, and directories are walked by descriptor, so nothing a container process
-//! does to its files can redirect the daemon outside the root.
+//! does to its files can redirect the daemon outside the root. Extended attributes travel
+//! both ways as `SCHILY.xattr.` PAX records (file capabilities, `user.*`, `trusted.*`: see
+//! `berth_api::archive::xattr_is_archived`); they are read and set through
+//! `/proc/self/fd/<n>` of an `O_PATH` descriptor, which names the file itself, never what a
+//! symlink points at.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -11,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use berth_api::archive::{self as wire, ContainerPathStat, TarHeader, kind};
+use berth_api::archive::{self as wire, ContainerPathStat, TarHeader, Xattrs, kind};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
@@ -289,6 +293,7 @@ impl TarOut<'_> {
         self.header(&TarHeader {
             name,
             kind: kind::DIR,
+            xattrs: archived_xattrs(dir.as_raw_fd())?,
             ..header_from_stat(st)
         })?;
         let mut handle = nix::dir::Dir::from_fd(nix::unistd::dup(dir.as_raw_fd()).map_err(nix_io)?)
@@ -371,6 +376,7 @@ impl TarOut<'_> {
                     name: archived.to_vec(),
                     kind: kind::REGULAR,
                     size,
+                    xattrs: archived_xattrs(fd.as_raw_fd())?,
                     ..base
                 })?;
                 // Exactly the size announced: a file that grows is cut, one that shrinks is
@@ -384,6 +390,7 @@ impl TarOut<'_> {
                     name: archived.to_vec(),
                     link: target.into_vec(),
                     kind: kind::SYMLINK,
+                    xattrs: archived_xattrs_at(dir, name)?,
                     ..base
                 })
             }
@@ -398,6 +405,7 @@ impl TarOut<'_> {
                     kind,
                     dev_major: libc::major(st.st_rdev),
                     dev_minor: libc::minor(st.st_rdev),
+                    xattrs: archived_xattrs_at(dir, name)?,
                     ..base
                 })
             }
@@ -416,6 +424,85 @@ fn write_zeros(out: &mut dyn Write, mut n: usize) -> io::Result<()> {
         let chunk = n.min(zeros.len());
         out.write_all(&zeros[..chunk])?;
         n -= chunk;
+    }
+    Ok(())
+}
+
+/// The extended attributes `docker cp` carries of the file `fd` refers to (a descriptor of
+/// any kind, `O_PATH` included), sorted by name so the same files give the same archive.
+fn archived_xattrs(fd: RawFd) -> io::Result<Xattrs> {
+    let path = format!("/proc/self/fd/{fd}");
+    let names = match xattr::list_deref(&path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<OsString> = names
+        .filter(|n| wire::xattr_is_archived(n.as_bytes()))
+        .collect();
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        // `None`: removed since it was listed.
+        if let Some(value) = xattr::get_deref(&path, &name)? {
+            let name = name.into_vec();
+            let value = wire::archived_xattr_value(&name, value);
+            out.push((name, value));
+        }
+    }
+    Ok(out)
+}
+
+/// [`archived_xattrs`] of the entry `name` in `dir`, not following it; none if it is gone.
+fn archived_xattrs_at(dir: RawFd, name: &OsStr) -> io::Result<Xattrs> {
+    match nix::fcntl::openat(
+        Some(dir),
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => archived_xattrs(own(fd).as_raw_fd()),
+        Err(Errno::ENOENT) => Ok(Vec::new()),
+        Err(e) => Err(nix_io(e)),
+    }
+}
+
+/// Sets an extracted entry's extended attributes on `name` in `dir`, without following it.
+/// What the kernel or the file system refuses — `EPERM` (`user.*` on a symlink or a device),
+/// `ENOTSUP` (a namespace the file system lacks) — is left out with a warning, as moby does
+/// with `EPERM` (and, for best-effort extraction, `ENOTSUP`): berth's own archives carry
+/// `user.*` attributes moby's do not, which must not make a copy fail where docker's works.
+fn set_xattrs_at(dir: RawFd, name: &OsStr, xattrs: &Xattrs, shown: &str) -> io::Result<()> {
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let fd = nix::fcntl::openat(
+        Some(dir),
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(own)
+    .map_err(nix_io)?;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    for (key, value) in xattrs {
+        let key_shown = String::from_utf8_lossy(key);
+        match xattr::set_deref(&path, OsStr::from_bytes(key), value) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP)) => {
+                tracing::warn!(
+                    path = shown,
+                    xattr = %key_shown,
+                    "ignored extended attribute in archive: {e}"
+                );
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("set extended attribute {key_shown} on {shown}: {e}"),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -454,6 +541,13 @@ pub(crate) fn extract(
     for entry in archive.entries()? {
         let mut entry = entry?;
         let header = entry.header().clone();
+        let xattrs = match entry.pax_extensions()? {
+            Some(records) => {
+                let records = records.collect::<io::Result<Vec<_>>>()?;
+                wire::xattrs_to_extract(records.iter().map(|r| (r.key_bytes(), r.value_bytes())))
+            }
+            None => Vec::new(),
+        };
         let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let name = wire::clean(&raw_name);
         let path = wire::join(dest, &name);
@@ -603,6 +697,8 @@ pub(crate) fn extract(
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .map_err(nix_io)?;
+        // After the chown, which drops file capabilities, and before the chmod, as moby.
+        set_xattrs_at(pfd, base_os, &xattrs, &path)?;
         chmod_no_follow(pfd, base_os, mode)?;
         if !is_dir && !entry_type.is_hard_link() {
             nix::sys::stat::utimensat(
@@ -872,6 +968,128 @@ mod tests {
         extract(&root, "/etc", &mut &chowned[..], opts).unwrap();
         let meta = std::fs::metadata(p.join("etc/owned")).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (7, 8));
+    }
+
+    /// `cap_net_raw+ep` as `setcap` writes it (VFS_CAP_REVISION_2, effective).
+    const CAP_NET_RAW: [u8; 20] = [
+        0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    /// An entry's name with its `SCHILY.xattr.` records.
+    type EntryXattrs = (String, Vec<(String, Vec<u8>)>);
+
+    /// Every entry's name with its `SCHILY.xattr.` records.
+    fn xattr_records(tar_bytes: &[u8]) -> Vec<EntryXattrs> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+                let records = e
+                    .pax_extensions()
+                    .unwrap()
+                    .map(|exts| {
+                        exts.map(|x| x.unwrap())
+                            .filter_map(|x| {
+                                let key = x.key().unwrap().strip_prefix(wire::PAX_XATTR_PREFIX)?;
+                                Some((key.to_string(), x.value_bytes().to_vec()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (name, records)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn extended_attributes_travel_both_ways() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: file capabilities and trusted xattrs need root");
+            return;
+        }
+        let (dir, root) = tree();
+        let p = dir.path();
+        xattr::set(p.join("etc"), "user.dir", b"d").unwrap();
+        xattr::set(p.join("etc/sub/deep"), "user.test", b"hello").unwrap();
+        xattr::set(p.join("etc/sub/deep"), "security.capability", &CAP_NET_RAW).unwrap();
+        xattr::set(p.join("etc/sub/deep"), "security.ima", b"\x01label").unwrap();
+        xattr::set(p.join("etclink"), "trusted.link", b"l").unwrap();
+        let mut out = Vec::new();
+        write_archive(&root.locate("/etc").unwrap(), &mut out).unwrap();
+        let records = xattr_records(&out);
+        assert_eq!(
+            records[0],
+            ("etc/".into(), vec![("user.dir".into(), b"d".to_vec())])
+        );
+        let deep = records.iter().find(|(n, _)| n == "etc/sub/deep").unwrap();
+        assert_eq!(
+            deep.1,
+            [
+                ("security.capability".to_string(), CAP_NET_RAW.to_vec()),
+                ("user.test".to_string(), b"hello".to_vec()),
+            ],
+            "sorted, the host's security labels left out"
+        );
+        let mut link = Vec::new();
+        write_archive(&root.locate("/etclink").unwrap(), &mut link).unwrap();
+        assert_eq!(
+            xattr_records(&link),
+            [(
+                "etclink".into(),
+                vec![("trusted.link".into(), b"l".to_vec())]
+            )],
+            "a symlink's own attributes, not its target's"
+        );
+
+        // Extracting sets them after the chown (which would drop the capability), and never
+        // overlayfs' own.
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.security.capability", &CAP_NET_RAW[..]),
+            ("SCHILY.xattr.user.test", &b"hello"[..]),
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+        ])
+        .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o755);
+        h.set_uid(1234);
+        h.set_gid(1234);
+        h.set_size(3);
+        h.set_path("ping").unwrap();
+        h.set_cksum();
+        b.append(&h, &b"bin"[..]).unwrap();
+        // `user.*` on a symlink is refused by the kernel: left out, the copy goes on.
+        b.append_pax_extensions([("SCHILY.xattr.user.test", &b"x"[..])])
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_path("pinglink").unwrap();
+        h.set_link_name("ping").unwrap();
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+        let data = b.into_inner().unwrap();
+        extract(&root, "/etc", &mut &data[..], ExtractOptions::default()).unwrap();
+        let ping = p.join("etc/ping");
+        assert_eq!(std::fs::metadata(&ping).unwrap().uid(), 1234);
+        assert_eq!(
+            xattr::get(&ping, "security.capability").unwrap().as_deref(),
+            Some(&CAP_NET_RAW[..])
+        );
+        assert_eq!(
+            xattr::get(&ping, "user.test").unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(xattr::get(&ping, "trusted.overlay.opaque").unwrap(), None);
+        assert!(p.join("etc/pinglink").symlink_metadata().is_ok());
+        assert_eq!(
+            xattr::get(p.join("etc/pinglink"), "user.test").unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
 const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
 const MAX_SYMLINKS: usize = 255;
 
@@ -295,7 +296,15 @@ impl Applier<'_> {
                 let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) else {
                     continue;
                 };
+                // overlayfs' own attributes would change how the layer stacks (opaque
+                // directories travel as `.wh..wh..opq` entries); no layer may set them.
+                if name.is_empty() || name.as_bytes().starts_with(OVERLAY_XATTR_PREFIX) {
+                    continue;
+                }
                 if let Err(e) = sys::lsetxattr(path, name.as_bytes(), ext.value_bytes()) {
+                    // What the file system or the kernel refuses (a namespace it does not
+                    // support, `user.*` on a symlink, a capability without CAP_SETFCAP) is
+                    // left out, as moby's best-effort unpacking and containerd's do.
                     if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) {
                         tracing::warn!(path = %path.display(), xattr = name, "cannot set xattr: {e}");
                     } else {

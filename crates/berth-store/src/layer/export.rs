@@ -14,6 +14,43 @@ use crate::sys;
 
 const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+const CAPABILITY_XATTR: &[u8] = b"security.capability";
+const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+
+/// Whether a layer carries the extended attribute `name`: file capabilities
+/// (`security.capability`, the one moby's and containerd's layer writers carry), and `user.*`
+/// and `trusted.*` attributes (which their unpackers apply, and BuildKit's copies keep), but
+/// neither overlayfs' own `trusted.overlay.*` (opaque directories travel as `.wh..wh..opq`)
+/// nor the host's security labels (other `security.*` names: SELinux, IMA) nor `system.*`
+/// ACLs. Names that cannot be PAX keywords (not UTF-8, holding `=`) are left out. `docker cp`
+/// archives follow the same rule (`berth_api::archive::xattr_is_archived`).
+fn xattr_is_archived(name: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(name) else {
+        return false;
+    };
+    if text.contains('=') || name.starts_with(OVERLAY_XATTR_PREFIX) {
+        return false;
+    }
+    name == CAPABILITY_XATTR || text.starts_with("user.") || text.starts_with("trusted.")
+}
+
+/// The archived value of the attribute `name`: a v3 file capability, which names the root
+/// user of the user namespace it was set in, becomes the v2 one, as moby writes it.
+fn archived_xattr_value(name: &[u8], mut value: Vec<u8>) -> Vec<u8> {
+    // linux/capability.h: the revision is the high byte of the little-endian magic.
+    const REVISION_OFFSET: usize = 3;
+    const VFS_CAP_REVISION_2: u8 = 2;
+    const VFS_CAP_REVISION_3: u8 = 3;
+    const XATTR_CAPS_SZ_2: usize = 20;
+    if name == CAPABILITY_XATTR
+        && value.len() > XATTR_CAPS_SZ_2
+        && value[REVISION_OFFSET] == VFS_CAP_REVISION_3
+    {
+        value[REVISION_OFFSET] = VFS_CAP_REVISION_2;
+        value.truncate(XATTR_CAPS_SZ_2);
+    }
+    value
+}
 
 /// Writes the overlay upper directory `upper` as a layer tar: whiteout devices become
 /// `.wh.<name>` files and opaque directories get a `.wh..wh..opq` entry.
@@ -140,20 +177,23 @@ impl<W: Write> TreeWriter<'_, W> {
             .map_err(werr(rel))
     }
 
+    /// Writes the PAX records of `full`'s extended attributes (see [`xattr_is_archived`]),
+    /// which apply to the entry written next.
     fn append_xattrs(&mut self, full: &Path) -> Result<()> {
-        let names = sys::llistxattr(full).map_err(|e| StoreError::io("list xattrs of", full, e))?;
+        let mut names =
+            sys::llistxattr(full).map_err(|e| StoreError::io("list xattrs of", full, e))?;
+        // The kernel lists them in no particular order; a layer's bytes must not depend on it.
+        names.sort();
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         for name in names {
-            if name.starts_with(OVERLAY_XATTR_PREFIX) {
+            if !xattr_is_archived(&name) {
                 continue;
             }
-            let Ok(name_str) = String::from_utf8(name.clone()) else {
-                continue;
-            };
             if let Some(value) =
                 sys::lgetxattr(full, &name).map_err(|e| StoreError::io("read xattr of", full, e))?
             {
-                pax.push((format!("SCHILY.xattr.{name_str}"), value));
+                let key = format!("{PAX_XATTR_PREFIX}{}", String::from_utf8_lossy(&name));
+                pax.push((key, archived_xattr_value(&name, value)));
             }
         }
         if !pax.is_empty() {

@@ -301,3 +301,156 @@ fn truncated_and_corrupt_tars_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     assert!(apply_layer(corrupt.as_slice(), dir.path()).is_err());
 }
+
+/// `cap_net_raw+ep` as `setcap` writes it (VFS_CAP_REVISION_2, effective).
+const CAP_NET_RAW_V2: [u8; 20] = [
+    0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// An entry's name with its `SCHILY.xattr.` records.
+type EntryXattrs = (String, Vec<(String, Vec<u8>)>);
+
+/// Every entry's name with its `SCHILY.xattr.` records, in archive order.
+fn xattr_records(tar: &[u8]) -> Vec<EntryXattrs> {
+    let mut archive = tar::Archive::new(tar);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let records = e
+                .pax_extensions()
+                .unwrap()
+                .map(|exts| {
+                    exts.map(|x| x.unwrap())
+                        .filter_map(|x| {
+                            let key = x.key().unwrap().strip_prefix("SCHILY.xattr.")?;
+                            Some((key.to_string(), x.value_bytes().to_vec()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (name, records)
+        })
+        .collect()
+}
+
+#[test]
+fn xattrs_travel_through_diff_and_apply() {
+    if !sys::is_root() {
+        eprintln!("skipping xattr round trip: needs root for trusted xattrs and capabilities");
+        return;
+    }
+    let upper = tempfile::tempdir().unwrap();
+    let u = upper.path();
+    fs::create_dir(u.join("d")).unwrap();
+    fs::write(u.join("d/ping"), b"binary").unwrap();
+    fs::write(u.join("d/v3"), b"binary").unwrap();
+    std::os::unix::fs::symlink("ping", u.join("d/link")).unwrap();
+    let set = |p: &str, name: &str, value: &[u8]| {
+        sys::lsetxattr(&u.join(p), name.as_bytes(), value)
+            .unwrap_or_else(|e| panic!("set {name} on {p}: {e}"))
+    };
+    set("d", "user.dir", b"d");
+    set("d", "trusted.overlay.opaque", b"y");
+    set("d/ping", "user.test", b"hello");
+    set("d/ping", "trusted.note", b"t");
+    set("d/ping", "security.capability", &CAP_NET_RAW_V2);
+    set("d/link", "trusted.link", b"l");
+    // A v3 capability whose namespace root is uid 1000.
+    let mut v3 = CAP_NET_RAW_V2.to_vec();
+    v3[3] = 3;
+    v3.extend_from_slice(&1000u32.to_le_bytes());
+    set("d/v3", "security.capability", &v3);
+    // Host security labels stay out; not every kernel lets us set one.
+    let labelled = sys::lsetxattr(&u.join("d/ping"), b"security.ima", b"\x01label").is_ok();
+
+    let mut out = Vec::new();
+    diff_tar(u, &mut out).unwrap();
+    let records = xattr_records(&out);
+    let of = |name: &str| {
+        records
+            .iter()
+            .find(|(n, _)| n.trim_end_matches('/') == name)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| panic!("{name} missing from {records:?}"))
+    };
+    assert_eq!(of("d"), [("user.dir".to_string(), b"d".to_vec())]);
+    assert!(of("d/.wh..wh..opq").is_empty());
+    assert_eq!(
+        of("d/ping"),
+        [
+            ("security.capability".to_string(), CAP_NET_RAW_V2.to_vec()),
+            ("trusted.note".to_string(), b"t".to_vec()),
+            ("user.test".to_string(), b"hello".to_vec()),
+        ],
+        "sorted, without the host's labels (label set: {labelled})"
+    );
+    assert_eq!(of("d/link"), [("trusted.link".to_string(), b"l".to_vec())]);
+    assert_eq!(
+        of("d/v3"),
+        [("security.capability".to_string(), CAP_NET_RAW_V2.to_vec())],
+        "v3 capabilities are written as v2"
+    );
+
+    let dst = tempfile::tempdir().unwrap();
+    apply_layer(out.as_slice(), dst.path()).unwrap();
+    let get = |p: &str, name: &str| sys::lgetxattr(&dst.path().join(p), name.as_bytes()).unwrap();
+    assert_eq!(get("d", "user.dir").as_deref(), Some(&b"d"[..]));
+    assert_eq!(
+        get("d", "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(get("d/ping", "user.test").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(get("d/ping", "trusted.note").as_deref(), Some(&b"t"[..]));
+    assert_eq!(
+        get("d/ping", "security.capability").as_deref(),
+        Some(&CAP_NET_RAW_V2[..]),
+        "the capability survives the chown of apply"
+    );
+    assert_eq!(get("d/ping", "security.ima"), None);
+    assert_eq!(get("d/link", "trusted.link").as_deref(), Some(&b"l"[..]));
+    assert_eq!(
+        get("d/v3", "security.capability").as_deref(),
+        Some(&CAP_NET_RAW_V2[..])
+    );
+
+    // An exported root filesystem (`docker export`) carries them too.
+    let mut exported = Vec::new();
+    tar_dir(dst.path(), &mut exported).unwrap();
+    let records = xattr_records(&exported);
+    let ping = records
+        .iter()
+        .find(|(n, _)| n == "d/ping")
+        .map(|(_, r)| r.clone())
+        .unwrap();
+    assert_eq!(ping.len(), 3, "{ping:?}");
+}
+
+#[test]
+fn layers_never_set_overlay_xattrs() {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+        ("SCHILY.xattr.trusted.overlay.redirect", &b"/elsewhere"[..]),
+        ("SCHILY.xattr.user.kept", &b"1"[..]),
+    ])
+    .unwrap();
+    let mut h = TarBuilder::header("d/", EntryType::Directory, 0o755, 0);
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+    let tar = b.into_inner().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    apply_layer(tar.as_slice(), dir.path()).unwrap();
+    let d = dir.path().join("d");
+    assert_eq!(sys::lgetxattr(&d, b"trusted.overlay.opaque").unwrap(), None);
+    assert_eq!(
+        sys::lgetxattr(&d, b"trusted.overlay.redirect").unwrap(),
+        None
+    );
+    assert_eq!(
+        sys::lgetxattr(&d, b"user.kept").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+}

@@ -20,3 +20,4 @@ mod operate_more;
 mod registry;
 mod util;
 mod volumes;
+mod xattrs;
