@@ -456,6 +456,10 @@ fn extract_context(context: Box<dyn Read + Send>, dir: &Path) -> ServiceResult<(
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
+    // Clients' context tars carry file capabilities (docker's writer sends them), which
+    // COPY must keep; like moby's untar of a context, an attribute that cannot be set fails
+    // the build rather than vanishing from the image.
+    archive.set_unpack_xattrs(true);
     archive
         .unpack(dir)
         .map_err(|e| ServiceError::invalid(format!("cannot read the build context: {e}")))

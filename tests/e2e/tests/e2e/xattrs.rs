@@ -206,4 +206,32 @@ fn xattrs_with_the_docker_cli() {
         Some(&CAP_NET_RAW[..]),
         "the capability docker sent"
     );
+
+    // docker build sends its context as a tar, with the same capability records, which
+    // COPY keeps in the image.
+    let ctx = d.scratch().join("docker-ctx");
+    fs::create_dir_all(&ctx).expect("context dir");
+    marked_tree(&ctx);
+    fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY src /src\n").expect("Dockerfile");
+    d.docker_with(
+        &["build", "-q", "-t", "xattr-docker-built:1", path_str(&ctx)],
+        None,
+        std::time::Duration::from_secs(120),
+    )
+    .expect("docker")
+    .ok("docker build");
+    d.berth(&[
+        "create",
+        "--name",
+        "xdbuilt",
+        "xattr-docker-built:1",
+        "true",
+    ])
+    .ok("create from the image docker built");
+    let built = copy_out(&d, "xdbuilt", "out-docker-built");
+    assert_eq!(
+        get(&built.join("ping"), "security.capability").as_deref(),
+        Some(&CAP_NET_RAW[..]),
+        "the capability of a context sent by docker build"
+    );
 }
