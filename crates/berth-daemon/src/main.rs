@@ -59,6 +59,19 @@ struct Flags {
     /// Serve Prometheus metrics at `GET /metrics` on this TCP address (`127.0.0.1:9323`).
     #[arg(long = "metrics-addr")]
     metrics_addr: Option<String>,
+    /// A nameserver for containers without `--dns` (repeatable).
+    #[arg(long = "dns")]
+    dns: Vec<String>,
+    /// A search domain for containers without `--dns-search` (repeatable).
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// A resolver option for containers without `--dns-option` (repeatable).
+    #[arg(long = "dns-opt")]
+    dns_opt: Vec<String>,
+    /// The address `--add-host name:host-gateway` resolves to (default: the default
+    /// bridge's gateway).
+    #[arg(long = "host-gateway-ip")]
+    host_gateway_ip: Option<String>,
     /// Log at debug level.
     #[arg(short = 'D', long)]
     debug: bool,
@@ -127,6 +140,18 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
         berth_network::bridge::validate_ifname(name)
             .with_context(|| format!("invalid bridge name {name}"))?;
     }
+    // Each list given as flags replaces the file's, as for the other settings.
+    let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
+    let dns_defaults = config::dns_defaults(
+        &pick(flags.dns, file.dns),
+        &pick(flags.dns_search, file.dns_search),
+        &pick(flags.dns_opt, file.dns_opts),
+    )?;
+    let host_gateway_ip = flags
+        .host_gateway_ip
+        .or(file.host_gateway_ip)
+        .map(|text| config::host_gateway_ip(&text))
+        .transpose()?;
     Ok(Config {
         socket: PathBuf::from(socket),
         data_root: flags
@@ -150,6 +175,8 @@ fn resolve(flags: Flags) -> anyhow::Result<Config> {
             .metrics_addr
             .or(file.metrics_addr)
             .filter(|addr| !addr.is_empty()),
+        dns_defaults,
+        host_gateway_ip,
     })
 }
 

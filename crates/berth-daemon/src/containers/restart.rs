@@ -15,12 +15,17 @@
 //! about every stopped container that was started before, as moby's restore does: `always`
 //! comes back even after a user's stop, `unless-stopped` unless stopped by the user,
 //! `on-failure` after a failed last run with retries left; their restart count starts over.
+//! A container joining another's network namespace (`--network container:<id>`) starts
+//! after that owner when both come back. A user's `restart` of an owner leaves the
+//! containers in its namespace alone, as moby does: they keep the old namespace (loopback
+//! only) until they are started again, which joins the owner's new one.
 
+use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use berth_api::models::{HostConfig, RestartPolicyNameEnum};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::state::{Op, State, Status, transition};
 use super::{Container, ContainerRecord};
@@ -33,6 +38,9 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(60);
 /// A run at least this long starts the back-off over.
 const RESET_AFTER: Duration = Duration::from_secs(10);
+/// At daemon start, how long containers wait in all for the owners of the namespaces they
+/// join to be started (moby's restore waits 5 s).
+const DEPENDENCY_WAIT: Duration = Duration::from_secs(5);
 
 /// A container's restart policy, from `HostConfig.RestartPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,31 +370,56 @@ impl Daemon {
     }
 
     /// Once containers and networks are recovered: asks every restart policy about the
-    /// stopped containers, like moby's restore, and starts those it wants running (all at
-    /// once); every policy is in force again afterwards.
+    /// stopped containers, like moby's restore, and starts those it wants running, all at
+    /// once except that a `--network container:<id>` container first waits (up to
+    /// [`DEPENDENCY_WAIT`] in all, as moby's restore does) for the start of an owner that is
+    /// coming back too; every policy is in force again afterwards.
     pub(crate) async fn restart_containers_at_startup(&self) {
-        let mut starts = Vec::new();
+        let mut wanted = Vec::new();
         for container in self.containers.all() {
             let _guard = container.op_lock.lock().await;
             container.restart_manager().reset();
-            let wanted = {
-                let r = container.record();
-                r.state.status == Status::Exited
-                    && r.build_layers.is_none()
-                    && r.state.started_at.is_some()
-                    && RestartPolicy::of(&r.host_config).wants_restart(
-                        r.state.exit_code,
-                        r.state.stopped_by_user,
-                        r.state.restart_count,
-                    )
-            };
-            if wanted {
-                let daemon = self.handle();
-                let id = container.id.clone();
-                starts.push(tokio::spawn(async move {
-                    (id.clone(), daemon.start_container(&id).await)
-                }));
+            let r = container.record();
+            if r.state.status == Status::Exited
+                && r.build_layers.is_none()
+                && r.state.started_at.is_some()
+                && RestartPolicy::of(&r.host_config).wants_restart(
+                    r.state.exit_code,
+                    r.state.stopped_by_user,
+                    r.state.restart_count,
+                )
+            {
+                wanted.push(container.clone());
             }
+        }
+        // Raised by each start once it was tried, whatever its outcome.
+        let (tried, tried_watch): (Vec<_>, HashMap<String, _>) = wanted
+            .iter()
+            .map(|c| {
+                let (tx, rx) = watch::channel(false);
+                (tx, (c.id.clone(), rx))
+            })
+            .unzip();
+        let deadline = tokio::time::Instant::now() + DEPENDENCY_WAIT;
+        let mut starts = Vec::new();
+        for (container, tried) in wanted.into_iter().zip(tried) {
+            let host = container.record().host_config.clone();
+            let owners: Vec<watch::Receiver<bool>> = self
+                .start_dependencies(&host)
+                .iter()
+                .filter_map(|id| tried_watch.get(id).cloned())
+                .collect();
+            let daemon = self.handle();
+            starts.push(tokio::spawn(async move {
+                for mut owner in owners {
+                    // An owner whose start ended either way (or whose task is gone) is waited
+                    // for no longer.
+                    let _ = tokio::time::timeout_at(deadline, owner.wait_for(|done| *done)).await;
+                }
+                let result = daemon.start_container(&container.id).await;
+                let _ = tried.send(true);
+                (container.id.clone(), result)
+            }));
         }
         for start in starts {
             match start.await {
@@ -402,6 +435,23 @@ impl Daemon {
             }
         }
     }
+
+    /// The containers that must run before a container with `host` can start (moby's
+    /// `GetDependentContainers`): the owner of the network namespace it joins.
+    fn start_dependencies(&self, host: &HostConfig) -> Vec<String> {
+        network_owner(host)
+            .and_then(|reference| self.containers.get(reference).ok())
+            .map(|owner| vec![owner.id.clone()])
+            .unwrap_or_default()
+    }
+}
+
+/// The container a `--network container:<id>` host config names.
+pub(super) fn network_owner(host: &HostConfig) -> Option<&str> {
+    host.network_mode
+        .as_deref()?
+        .strip_prefix("container:")
+        .filter(|owner| !owner.is_empty())
 }
 
 #[cfg(test)]
@@ -427,6 +477,18 @@ mod tests {
             restart_count: restarts,
             ..State::default()
         }
+    }
+
+    #[test]
+    fn the_owner_of_a_shared_namespace_is_a_dependency() {
+        let mode = |m: &str| HostConfig {
+            network_mode: Some(m.into()),
+            ..Default::default()
+        };
+        assert_eq!(network_owner(&mode("container:abc")), Some("abc"));
+        assert_eq!(network_owner(&mode("container:")), None);
+        assert_eq!(network_owner(&mode("bridge")), None);
+        assert_eq!(network_owner(&HostConfig::default()), None);
     }
 
     #[test]

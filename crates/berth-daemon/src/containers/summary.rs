@@ -26,6 +26,9 @@ pub struct ListOptions {
     pub filters: Filters,
 }
 
+/// How many `container:` links [`Daemon::network_files_owner`] follows.
+const MAX_OWNER_HOPS: usize = 16;
+
 const FILTERS: &[&str] = &[
     "id", "name", "label", "status", "ancestor", "exited", "before", "since", "health", "network",
     "volume", "publish", "expose", "is-task",
@@ -94,6 +97,31 @@ impl Daemon {
         Ok(out)
     }
 
+    /// The container whose `hostname`, `hosts` and `resolv.conf` this one uses: itself, or
+    /// for `--network container:<id>` the container at the end of the chain of owners (moby
+    /// gives a joining container its owner's paths, which are the owner's owner's if it joins
+    /// in turn). An owner removed since is still named by its id, as moby keeps the paths.
+    fn network_files_owner(&self, record: &ContainerRecord) -> String {
+        let owner_of =
+            |r: &ContainerRecord| super::restart::network_owner(&r.host_config).map(str::to_string);
+        let Some(mut owner) = owner_of(record) else {
+            return record.id.clone();
+        };
+        // Bounded: an owner named before it existed (not pinned to an id) could close a loop.
+        for _ in 0..MAX_OWNER_HOPS {
+            let Ok(container) = self.containers.get(&owner) else {
+                break;
+            };
+            let next = owner_of(&container.record());
+            owner = container.id.clone();
+            match next {
+                Some(next) => owner = next,
+                None => break,
+            }
+        }
+        owner
+    }
+
     fn container_size(&self, id: &str) -> i64 {
         self.store
             .container_usage(id)
@@ -109,7 +137,7 @@ impl Daemon {
     ) -> ServiceResult<ContainerInspectResponse> {
         let c = self.containers.get(reference)?;
         let r = c.snapshot();
-        let dir = self.container_dir(&r.id);
+        let dir = self.container_dir(&self.network_files_owner(&r));
         let path = |name: &str| Some(dir.join(name).display().to_string());
         let rw = size.then(|| self.container_size(&r.id));
         Ok(ContainerInspectResponse {

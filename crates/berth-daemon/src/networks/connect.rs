@@ -109,7 +109,7 @@ impl Daemon {
                 .transpose()
                 .map_err(|e| ServiceError::invalid(e.to_string()))?,
             ports: Vec::new(),
-            dns_servers: dns_upstreams(record),
+            dns_servers: dns_upstreams(record, &self.config.dns_defaults.nameservers),
         };
         match self.networks.driver.connect(&spec, &spec_ep).await {
             Ok(attachment) => {

@@ -48,17 +48,19 @@ pub(super) fn primary_network_name(mode: &str) -> Option<&str> {
     }
 }
 
-/// Where the embedded DNS server relays a container's other queries: its `--dns` servers
-/// (moby's per-container `ExtServers`); empty for the server's own upstreams.
-pub(super) fn dns_upstreams(record: &ContainerRecord) -> Vec<SocketAddr> {
-    record
+/// Where the embedded DNS server relays a container's other queries: its `--dns` servers,
+/// else the daemon's `dns` (moby's per-container `ExtServers`, read from the `resolv.conf`
+/// those make); empty for the server's own upstreams.
+pub(super) fn dns_upstreams(record: &ContainerRecord, daemon_dns: &[IpAddr]) -> Vec<SocketAddr> {
+    let own: Vec<IpAddr> = record
         .host_config
         .dns
         .iter()
         .flatten()
         .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
-        .collect()
+        .collect();
+    let servers = if own.is_empty() { daemon_dns } else { &own };
+    servers.iter().map(|ip| SocketAddr::new(*ip, 53)).collect()
 }
 
 pub(super) fn endpoint_from_request(
@@ -204,7 +206,7 @@ impl Daemon {
                 .map_err(|e| port_error(&request, e))?;
             reservations.push((request, reserved));
         }
-        let dns_servers = dns_upstreams(record);
+        let dns_servers = dns_upstreams(record, &self.config.dns_defaults.nameservers);
         for (index, endpoint) in endpoints.iter().enumerate() {
             let (spec, address) = {
                 let mut state = self.networks.lock();
@@ -424,7 +426,7 @@ impl Daemon {
                         container_id: record.id.clone(),
                         names: dns_names(record, ep),
                         addresses: vec![IpAddr::V4(address)],
-                        upstreams: dns_upstreams(record),
+                        upstreams: dns_upstreams(record, &self.config.dns_defaults.nameservers),
                     },
                 );
             }

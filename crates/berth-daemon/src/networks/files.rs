@@ -70,19 +70,47 @@ pub(crate) fn dns_overrides(host: &HostConfig) -> ServiceResult<DnsOverrides> {
     })
 }
 
+/// A container's own DNS settings with the daemon's `dns`, `dns-search` and `dns-opts`
+/// standing in for each list it left empty (moby's per-list fallback).
+fn with_daemon_defaults(own: DnsOverrides, defaults: &DnsOverrides) -> DnsOverrides {
+    let or_default = |own: Vec<String>, default: &Vec<String>| {
+        if own.is_empty() { default.clone() } else { own }
+    };
+    DnsOverrides {
+        nameservers: if own.nameservers.is_empty() {
+            defaults.nameservers.clone()
+        } else {
+            own.nameservers
+        },
+        search: or_default(own.search, &defaults.search),
+        options: or_default(own.options, &defaults.options),
+    }
+}
+
 fn io_error(e: files::FilesError) -> ServiceError {
     ServiceError::internal(e.to_string())
 }
 
 impl Daemon {
-    /// `--add-host` entries with `host-gateway` resolved to the default bridge's gateway.
+    /// The DNS settings a container's `resolv.conf` is written with: its own, else the
+    /// daemon's defaults.
+    fn container_dns(&self, host: &HostConfig) -> ServiceResult<DnsOverrides> {
+        Ok(with_daemon_defaults(
+            dns_overrides(host)?,
+            &self.config.dns_defaults,
+        ))
+    }
+
+    /// `--add-host` entries with `host-gateway` resolved to the daemon's `host-gateway-ip`,
+    /// else the default bridge's gateway.
     fn extra_hosts(&self, record: &ContainerRecord) -> ServiceResult<Vec<(String, String)>> {
         let mut out = Vec::new();
         for entry in record.host_config.extra_hosts.iter().flatten() {
             let (name, addr) = parse_extra_host(entry)?;
             let addr = if addr == HOST_GATEWAY {
-                self.networks
-                    .host_gateway()
+                self.config
+                    .host_gateway_ip
+                    .or_else(|| self.networks.host_gateway())
                     .ok_or_else(|| {
                         ServiceError::internal("unable to derive the IP value for host-gateway")
                     })?
@@ -105,7 +133,7 @@ impl Daemon {
         let host = &record.host_config;
         let hostname = record.config.hostname.clone().unwrap_or_default();
         let extra = self.extra_hosts(record)?;
-        let overrides = dns_overrides(host)?;
+        let overrides = self.container_dns(host)?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let (hosts, resolver) = if host.network_mode.as_deref() == Some("host") {
             let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
@@ -165,15 +193,17 @@ impl Daemon {
         if resolver == resolver_before {
             return;
         }
-        let rewritten = dns_overrides(&record.host_config).and_then(|overrides| {
-            let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            let mode = match resolver {
-                Some(server) => ResolverMode::Embedded(server),
-                None => ResolverMode::Legacy,
-            };
-            let text = files::resolv_conf(&host_resolv, &overrides, mode);
-            files::write_in_place(&dir.join("resolv.conf"), &text).map_err(io_error)
-        });
+        let rewritten = self
+            .container_dns(&record.host_config)
+            .and_then(|overrides| {
+                let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                let mode = match resolver {
+                    Some(server) => ResolverMode::Embedded(server),
+                    None => ResolverMode::Legacy,
+                };
+                let text = files::resolv_conf(&host_resolv, &overrides, mode);
+                files::write_in_place(&dir.join("resolv.conf"), &text).map_err(io_error)
+            });
         if let Err(e) = rewritten {
             tracing::warn!(container = %record.id, "cannot update /etc/resolv.conf: {e}");
         }
@@ -233,5 +263,24 @@ mod tests {
             dns_overrides(&bad).unwrap_err().message,
             r#"bad nameserver address "dns.example""#
         );
+    }
+
+    #[test]
+    fn daemon_defaults_fill_each_list_the_container_left_empty() {
+        let defaults = DnsOverrides {
+            nameservers: vec!["10.0.0.53".parse().unwrap()],
+            search: vec!["daemon.test".into()],
+            options: vec!["ndots:2".into()],
+        };
+        let own = DnsOverrides {
+            search: vec!["own.test".into()],
+            ..Default::default()
+        };
+        let merged = with_daemon_defaults(own, &defaults);
+        assert_eq!(merged.nameservers, defaults.nameservers);
+        assert_eq!(merged.search, ["own.test"]);
+        assert_eq!(merged.options, ["ndots:2"]);
+        let nothing = with_daemon_defaults(DnsOverrides::default(), &DnsOverrides::default());
+        assert_eq!(nothing, DnsOverrides::default());
     }
 }

@@ -1,6 +1,8 @@
-//! More of Docker's networking: `--network container:<name>`, `--dns*`, `--add-host`, the
-//! /etc files of running containers following `network connect`/`disconnect`, and
-//! `network prune` filters; through berth and the real docker CLI.
+//! More of Docker's networking: `--network container:<name>` (inspect's paths, the start
+//! order at daemon start, an owner's restart), `--dns*` and the daemon's `dns*` defaults,
+//! `--add-host` and `host-gateway-ip`, the /etc files of running containers following
+//! `network connect`/`disconnect`, and `network prune` filters; through berth and the real
+//! docker CLI.
 
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -746,4 +748,390 @@ fn network_prune_honours_until_and_label_filters() {
     d.berth(&["rm", "-f", "user"]).ok("rm user");
     d.berth(&["network", "prune", "-f"]).ok("prune");
     assert_eq!(names(&d), ["bridge"]);
+}
+
+/// A daemon.json with `config` (kept until the returned file is dropped) and a daemon
+/// started with it and busybox imported.
+fn daemon_with_config(config: &str) -> Option<(TestDaemon, tempfile::NamedTempFile)> {
+    let file = tempfile::NamedTempFile::new().expect("a daemon.json");
+    std::fs::write(file.path(), config).expect("write daemon.json");
+    let path = file.path().to_str().expect("utf-8 path").to_string();
+    let d = TestDaemon::start_with_args(&["--config-file", &path])?;
+    d.busybox_image();
+    Some((d, file))
+}
+
+#[test]
+fn daemon_dns_defaults_and_host_gateway_ip_stand_in_for_missing_settings() {
+    let (d, _config) = daemon_or_skip!(daemon_with_config(
+        r#"{"dns": ["127.0.0.78"], "dns-search": ["daemon.test"], "dns-opts": ["ndots:2"],
+            "host-gateway-ip": "192.0.2.10"}"#
+    ));
+    // The default bridge: the daemon's settings as they are (a server the daemon names is
+    // kept even when it is loopback, like a container's own).
+    let resolv = run_out(&d, &[], &["cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        directives(&resolv),
+        [
+            "nameserver 127.0.0.78",
+            "search daemon.test",
+            "options ndots:2"
+        ],
+        "{resolv}"
+    );
+    // Each list the container gives replaces only the daemon's list of that kind.
+    let resolv = run_out(&d, &["--dns", "10.0.0.99"], &["cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        directives(&resolv),
+        [
+            "nameserver 10.0.0.99",
+            "search daemon.test",
+            "options ndots:2"
+        ],
+        "{resolv}"
+    );
+    let resolv = run_out(
+        &d,
+        &["--dns-search", "own.test", "--dns-option", "timeout:3"],
+        &["cat", "/etc/resolv.conf"],
+    );
+    assert_eq!(
+        directives(&resolv),
+        [
+            "nameserver 127.0.0.78",
+            "search own.test",
+            "options timeout:3"
+        ],
+        "{resolv}"
+    );
+    // The host's network gets them too.
+    let resolv = run_out(&d, &["--network", "host"], &["cat", "/etc/resolv.conf"]);
+    assert!(
+        directives(&resolv).contains(&"search daemon.test".to_string()),
+        "{resolv}"
+    );
+    // The defaults are the daemon's, not the container's: inspect shows none.
+    d.berth(&["create", "--name", "plain", "busybox", "true"])
+        .ok("create plain");
+    let host = &d.inspect_container("plain")["HostConfig"];
+    for key in ["Dns", "DnsSearch", "DnsOptions"] {
+        assert!(
+            host[key].is_null() || host[key] == serde_json::json!([]),
+            "{key}: {host}"
+        );
+    }
+    d.berth(&["rm", "plain"]).ok("rm plain");
+
+    // `host-gateway` is the configured address.
+    let hosts = run_out(
+        &d,
+        &["--add-host", "gw:host-gateway"],
+        &["cat", "/etc/hosts"],
+    );
+    assert!(hosts.lines().any(|l| l == "192.0.2.10\tgw"), "{hosts}");
+
+    // A user network: the embedded server relays to the daemon's servers.
+    create_network(&d, "defnet");
+    let gateway = network_gateway(&d, "defnet");
+    let resolv = run_out(&d, &["--network", "defnet"], &["cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        directives(&resolv),
+        [
+            format!("nameserver {gateway}"),
+            "search daemon.test".to_string(),
+            "options ndots:2".to_string()
+        ],
+        "{resolv}"
+    );
+    assert!(resolv.contains("# ExtServers: [127.0.0.78]"), "{resolv}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let upstream = fake_upstream("127.0.0.78", [10, 78, 0, 1], stop.clone());
+    let out = d.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "defnet",
+        "busybox",
+        "nslookup",
+        "anything.example.",
+    ]);
+    stop.store(true, Ordering::SeqCst);
+    let served = upstream.join().expect("the fake upstream");
+    assert!(
+        out.stdout_text().contains("10.78.0.1"),
+        "answered by the daemon's dns server: {}\n{}",
+        out.stdout_text(),
+        out.stderr_text()
+    );
+    assert!(served >= 1, "the fake upstream served {served} queries");
+
+    if docker_available() {
+        let resolv = d
+            .docker(&["run", "--rm", "busybox", "cat", "/etc/resolv.conf"])
+            .unwrap()
+            .ok("docker run with the daemon's dns");
+        assert_eq!(
+            directives(&resolv),
+            [
+                "nameserver 127.0.0.78",
+                "search daemon.test",
+                "options ndots:2"
+            ],
+            "{resolv}"
+        );
+        let hosts = d
+            .docker(&[
+                "run",
+                "--rm",
+                "--add-host",
+                "gw:host-gateway",
+                "busybox",
+                "cat",
+                "/etc/hosts",
+            ])
+            .unwrap()
+            .ok("docker run --add-host host-gateway");
+        assert!(hosts.lines().any(|l| l == "192.0.2.10\tgw"), "{hosts}");
+    }
+    d.berth(&["network", "rm", "defnet"]).ok("network rm");
+}
+
+/// Runs berthd on scratch directories with `args` and waits for it to exit; returns its
+/// exit code and stderr.
+fn berthd_refusing(d: &TestDaemon, args: &[&str]) -> (i32, String) {
+    let dir = d.scratch().join("refused");
+    let out = std::process::Command::new(d.bin_dir().join("berthd"))
+        .arg("-H")
+        .arg(format!("unix://{}", dir.join("berthd.sock").display()))
+        .arg("--data-root")
+        .arg(dir.join("root"))
+        .arg("--exec-root")
+        .arg(dir.join("r"))
+        .arg("--bridge-name")
+        .arg("none")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run berthd");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_daemon_dns_settings_stop_berthd_naming_the_key() {
+    let d = daemon_or_skip!(TestDaemon::start());
+    let config = d.scratch().join("daemon.json");
+    for (json, message) in [
+        (
+            r#"{"dns": ["1.1.1.1", "dns.example"]}"#,
+            r#"invalid dns "dns.example": not an IP address"#,
+        ),
+        (r#"{"dns": "1.1.1.1"}"#, r#""dns": invalid type"#),
+        (
+            r#"{"dns-search": ["-bad.example"]}"#,
+            r#"invalid dns-search "-bad.example""#,
+        ),
+        (
+            r#"{"dns-opts": ["ndots:1 x"]}"#,
+            r#"invalid dns-opts "ndots:1 x""#,
+        ),
+        (
+            r#"{"host-gateway-ip": "gateway"}"#,
+            r#"invalid host-gateway-ip "gateway": not an IP address"#,
+        ),
+    ] {
+        std::fs::write(&config, json).unwrap();
+        let (code, stderr) = berthd_refusing(&d, &["--config-file", config.to_str().unwrap()]);
+        assert_ne!(code, 0, "{json}: {stderr}");
+        assert!(stderr.contains(message), "{json}: {stderr}");
+    }
+    // The flags are checked the same way.
+    let (code, stderr) = berthd_refusing(&d, &["--dns", "nope"]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains(r#"invalid dns "nope""#), "{stderr}");
+    assert!(
+        !d.scratch().join("refused/berthd.sock").exists(),
+        "berthd must stop before serving"
+    );
+}
+
+#[test]
+fn containers_sharing_a_namespace_show_the_owners_files_in_inspect() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    d.berth(&["run", "-d", "--name", "fowner", "busybox", "sleep", "1000"])
+        .ok("run the owner");
+    d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "fjoin",
+        "--network",
+        "container:fowner",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok("run a joiner");
+    // A joiner of a joiner shares the first owner's files in turn.
+    d.berth(&[
+        "create",
+        "--name",
+        "fjoin2",
+        "--network",
+        "container:fjoin",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok("create a joiner of the joiner");
+    let paths = |name: &str| {
+        let c = d.inspect_container(name);
+        ["HostsPath", "ResolvConfPath", "HostnamePath"].map(|k| {
+            c[k].as_str()
+                .unwrap_or_else(|| panic!("{name} has no {k}: {c}"))
+                .to_string()
+        })
+    };
+    let owner = paths("fowner");
+    let owner_id = d.inspect_container("fowner")["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        owner[0].ends_with(&format!("/{owner_id}/hosts")),
+        "{owner:?}"
+    );
+    assert_eq!(paths("fjoin"), owner);
+    assert_eq!(paths("fjoin2"), owner);
+    d.berth(&["start", "fjoin2"]).ok("start fjoin2");
+    assert_eq!(paths("fjoin2"), owner);
+    // The files named are the ones mounted.
+    let hosts = d
+        .berth(&["exec", "fjoin2", "cat", "/etc/hosts"])
+        .ok("fjoin2's hosts");
+    assert_eq!(hosts, std::fs::read_to_string(&owner[0]).unwrap().trim());
+    if docker_available() {
+        let shown = d
+            .docker(&[
+                "inspect",
+                "-f",
+                "{{.HostsPath}} {{.ResolvConfPath}} {{.HostnamePath}}",
+                "fjoin",
+            ])
+            .unwrap()
+            .ok("docker inspect fjoin");
+        assert_eq!(shown, owner.join(" "));
+    }
+    d.berth(&["rm", "-f", "fjoin2", "fjoin", "fowner"]).ok("rm");
+}
+
+/// The network namespace a running container's processes are in.
+fn netns_of(d: &TestDaemon, name: &str) -> String {
+    d.berth(&["exec", name, "readlink", "/proc/self/ns/net"])
+        .ok(&format!("{name}'s namespace"))
+}
+
+#[test]
+fn joiners_come_back_after_their_owner_and_follow_a_restarted_one() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    create_network(&d, "ordnet");
+    let run = |name: &str, network: &str| {
+        d.berth(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            "always",
+            "--network",
+            network,
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .ok(&format!("run {name}"));
+    };
+    run("rowner", "ordnet");
+    let joiners = ["rjoin1", "rjoin2", "rjoin3"];
+    for name in joiners {
+        run(name, "container:rowner");
+    }
+    // The daemon goes away and takes the processes and their shims with it, as a reboot
+    // would: at its start every policy brings its container back, the joiners after the
+    // owner whose namespace they join.
+    let pid = |name: &str| {
+        d.inspect_container(name)["State"]["Pid"]
+            .as_i64()
+            .filter(|p| *p > 0)
+            .unwrap_or_else(|| panic!("{name} has no pid")) as i32
+    };
+    let processes: Vec<i32> = std::iter::once("rowner").chain(joiners).map(pid).collect();
+    let parent = |pid: i32| -> i32 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let shims: Vec<i32> = processes.iter().map(|p| parent(*p)).collect();
+    d.kill_daemon();
+    for (shim, process) in shims.iter().zip(&processes) {
+        berth_e2e::cleanup::send_signal(*shim, libc::SIGKILL);
+        berth_e2e::cleanup::send_signal(*process, libc::SIGKILL);
+    }
+    d.start_daemon();
+    for name in std::iter::once("rowner").chain(joiners) {
+        let c = d.inspect_container(name);
+        assert_eq!(
+            c["State"]["Status"],
+            "running",
+            "{name} must be back once berthd answers: {c}\n{}",
+            d.log_tail(40)
+        );
+    }
+    let owner_ns = netns_of(&d, "rowner");
+    for name in joiners {
+        assert_eq!(netns_of(&d, name), owner_ns, "{name}");
+        let dev = d
+            .berth(&["exec", name, "cat", "/proc/net/dev"])
+            .ok("joiner's interfaces");
+        assert_eq!(interfaces(&dev), ["eth0", "lo"], "{name}: {dev}");
+    }
+
+    // A user's restart of the owner leaves its joiners running in the old namespace (moby
+    // does not restart them)...
+    let started_before = d.inspect_container("rjoin1")["State"]["StartedAt"].clone();
+    d.berth(&["restart", "-t", "0", "rowner"])
+        .ok("restart the owner");
+    let new_ns = netns_of(&d, "rowner");
+    assert_ne!(new_ns, owner_ns, "a restarted owner has a new namespace");
+    let j = d.inspect_container("rjoin1");
+    assert_eq!(j["State"]["Status"], "running", "{j}");
+    assert_eq!(j["State"]["StartedAt"], started_before, "{j}");
+    assert_eq!(netns_of(&d, "rjoin1"), owner_ns);
+    let dev = d
+        .berth(&["exec", "rjoin1", "cat", "/proc/net/dev"])
+        .ok("interfaces left in the old namespace");
+    assert_eq!(interfaces(&dev), ["lo"], "{dev}");
+    // ...and one started again joins the new one, with the owner's new address.
+    d.berth(&["restart", "-t", "0", "rjoin1"])
+        .ok("restart a joiner");
+    assert_eq!(netns_of(&d, "rjoin1"), new_ns);
+    let owner_ip = container_ip(&d, "rowner", "ordnet");
+    let addr = d
+        .berth(&["exec", "rjoin1", "ip", "-o", "-4", "addr", "show", "eth0"])
+        .ok("joiner's address");
+    assert!(addr.contains(&format!("inet {owner_ip}/")), "{addr}");
+    d.berth(&["stop", "-t", "0", "rjoin2"]).ok("stop rjoin2");
+    d.berth(&["start", "rjoin2"]).ok("start rjoin2");
+    assert_eq!(netns_of(&d, "rjoin2"), new_ns);
+
+    let mut all = vec!["rm", "-f"];
+    all.extend(joiners);
+    all.push("rowner");
+    d.berth(&all).ok("rm");
+    d.berth(&["network", "rm", "ordnet"]).ok("network rm");
 }

@@ -573,3 +573,275 @@ fn image_volumes_become_anonymous_volumes() {
     .ok("a write through --volumes-from");
     assert!(mountpoint(&d, "named").join("f").is_file());
 }
+
+/// `GET /system/df`'s volumes by name: (size, reference count).
+fn df_volumes(d: &TestDaemon) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let (status, body) = d.api_get("/system/df");
+    assert_eq!(status, 200, "system df: {body}");
+    let df: serde_json::Value = serde_json::from_str(&body).unwrap();
+    df["Volumes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no Volumes in {df}"))
+        .iter()
+        .map(|v| {
+            let usage = &v["UsageData"];
+            (
+                v["Name"].as_str().unwrap().to_string(),
+                (
+                    usage["Size"].as_i64().unwrap(),
+                    usage["RefCount"].as_i64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn volume_sizes_and_links_in_system_df_match_docker() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    // 100 KiB, a hard link to it (counted once) and a symlink (counted by its length).
+    d.berth(&[
+        "run",
+        "--name",
+        "dfw",
+        "-v",
+        "dfdata:/data",
+        "-v",
+        "/anon",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/data/f bs=1024 count=100 2>/dev/null && ln /data/f /data/g \
+         && ln -s f /data/s && mkdir /data/d && printf abc > /data/d/t && printf xyz > /anon/x",
+    ])
+    .ok("write into the volumes");
+    d.berth(&[
+        "create",
+        "--name",
+        "dfr",
+        "-v",
+        "dfdata:/data",
+        "busybox",
+        "true",
+    ])
+    .ok("a second (never started) user");
+    d.berth(&["volume", "create", "dfidle"])
+        .ok("an unused volume");
+    let (status, v) = create_volume(
+        &d,
+        r#"{"Name":"dftmp","DriverOpts":{"type":"tmpfs","device":"tmpfs"}}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    let anon = d.inspect_container("dfw")["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/anon")
+        .and_then(|m| m["Name"].as_str())
+        .unwrap()
+        .to_string();
+
+    // As moby's: every container naming the volume counts, running or not; a volume with
+    // driver options is no local disk and is left out.
+    let df = df_volumes(&d);
+    let data_size = 102_400 + "f".len() as i64 + 3;
+    assert_eq!(df.get("dfdata"), Some(&(data_size, 2)), "{df:?}");
+    assert_eq!(df.get(&anon), Some(&(3, 1)), "{df:?}");
+    assert_eq!(df.get("dfidle"), Some(&(0, 0)), "{df:?}");
+    assert!(!df.contains_key("dftmp"), "{df:?}");
+    assert_eq!(df.len(), 3, "{df:?}");
+
+    if docker_available() {
+        let verbose = d
+            .docker(&["system", "df", "-v"])
+            .unwrap()
+            .ok("docker system df -v");
+        let table: Vec<Vec<String>> = verbose
+            .split("Local Volumes space usage:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no volume table:\n{verbose}"))
+            .trim_start()
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect();
+        assert_eq!(table[0], ["VOLUME", "NAME", "LINKS", "SIZE"], "{verbose}");
+        let row = |name: &str| {
+            table
+                .iter()
+                .find(|r| r[0] == name)
+                .unwrap_or_else(|| panic!("{name} not listed:\n{verbose}"))[1..]
+                .to_vec()
+        };
+        assert_eq!(row("dfdata"), ["2", "102.4kB"], "{verbose}");
+        assert_eq!(row(&anon), ["1", "3B"], "{verbose}");
+        assert_eq!(row("dfidle"), ["0", "0B"], "{verbose}");
+        assert!(!verbose.contains("dftmp"), "{verbose}");
+        let summary = d.docker(&["system", "df"]).unwrap().ok("docker system df");
+        let volumes = summary
+            .lines()
+            .find(|l| l.starts_with("Local Volumes"))
+            .unwrap_or_else(|| panic!("no volume line:\n{summary}"));
+        assert_eq!(
+            volumes.split_whitespace().collect::<Vec<_>>(),
+            ["Local", "Volumes", "3", "2", "102.4kB", "0B", "(0%)"],
+            "{summary}"
+        );
+    }
+    d.berth(&["rm", "-v", "dfw", "dfr"]).ok("rm");
+    let df = df_volumes(&d);
+    assert_eq!(df.get("dfdata"), Some(&(data_size, 0)), "{df:?}");
+    assert!(
+        !df.contains_key(&anon),
+        "rm -v took the anonymous volume: {df:?}"
+    );
+}
+
+#[test]
+fn volume_prune_takes_anonymous_ones_unless_all_and_honours_labels() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let prune = |query: &str| {
+        let r = d.api("POST", &format!("/volumes/prune{query}"), None);
+        (r.status, r.json())
+    };
+    let filters = |json: &str| {
+        let mut encoded = String::new();
+        for b in json.bytes() {
+            if b.is_ascii_alphanumeric() {
+                encoded.push(b as char);
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        format!("?filters={encoded}")
+    };
+    // An anonymous volume left by a container removed without -v, named ones with and
+    // without labels, one in use and one backed by a tmpfs.
+    d.berth(&[
+        "run",
+        "--name",
+        "pleft",
+        "-v",
+        "/left",
+        "busybox",
+        "sh",
+        "-c",
+        "printf 12345 > /left/f",
+    ])
+    .ok("leave an anonymous volume");
+    let anon = d.inspect_container("pleft")["Mounts"][0]["Name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.berth(&["rm", "pleft"]).ok("rm without -v");
+    for (name, labels) in [
+        ("pa", r#"{"team":"a"}"#),
+        ("pb", r#"{"team":"b"}"#),
+        ("pplain", "{}"),
+    ] {
+        let (status, v) = create_volume(&d, &format!(r#"{{"Name":"{name}","Labels":{labels}}}"#));
+        assert_eq!(status, 201, "{v}");
+    }
+    let (status, v) = create_volume(
+        &d,
+        r#"{"Name":"ptmp","DriverOpts":{"type":"tmpfs","device":"tmpfs"}}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    d.berth(&[
+        "create",
+        "--name",
+        "puser",
+        "-v",
+        "pused:/data",
+        "busybox",
+        "true",
+    ])
+    .ok("a volume in use");
+
+    // Refusals, before anything goes.
+    let (status, body) = prune(&filters(r#"{"all":["maybe"]}"#));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid filter 'all'"),
+        "{body}"
+    );
+    let (status, body) = prune(&filters(r#"{"all":["true","false"]}"#));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("only one value is expected"),
+        "{body}"
+    );
+    let (status, body) = prune(&filters(r#"{"dangling":["true"]}"#));
+    assert_eq!(status, 400, "{body}");
+
+    // By default: anonymous volumes only, with their size.
+    let (status, body) = prune("");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["VolumesDeleted"], serde_json::json!([anon]), "{body}");
+    assert_eq!(body["SpaceReclaimed"], 5, "{body}");
+    let mut left = volume_names(&d);
+    left.sort();
+    assert_eq!(left, ["pa", "pb", "pplain", "ptmp", "pused"]);
+
+    // `all` with `label!`: every unused named volume without the label.
+    let (status, body) = prune(&filters(r#"{"all":["1"],"label!":["team=a"]}"#));
+    assert_eq!(status, 200, "{body}");
+    let mut deleted: Vec<String> = serde_json::from_value(body["VolumesDeleted"].clone()).unwrap();
+    deleted.sort();
+    assert_eq!(deleted, ["pb", "pplain"], "{body}");
+    // `label` narrows to the labelled ones; without `all` named volumes stay.
+    let (status, body) = prune(&filters(r#"{"label":["team=a"]}"#));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["VolumesDeleted"], serde_json::json!([]), "{body}");
+    let (status, body) = prune(&filters(r#"{"all":["true"],"label":["team=a"]}"#));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["VolumesDeleted"], serde_json::json!(["pa"]), "{body}");
+    // What is in use or has driver options is never pruned.
+    let (status, body) = prune(&filters(r#"{"all":["true"]}"#));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["VolumesDeleted"], serde_json::json!([]), "{body}");
+    assert_eq!(volume_names(&d), ["ptmp", "pused"]);
+
+    if docker_available() {
+        let docker = |args: &[&str]| d.docker(args).expect("docker_available() was checked");
+        docker(&["rm", "puser"]).ok("rm puser");
+        docker(&["volume", "create", "--label", "keep=1", "pkeep"]).ok("volume create");
+        docker(&["run", "--rm", "-v", "/gone", "busybox", "true"]).ok("run --rm");
+        docker(&["run", "--name", "pd", "-v", "/kept", "busybox", "true"]).ok("run");
+        docker(&["rm", "pd"]).ok("rm pd");
+        let out = docker(&["volume", "prune", "-f"]).ok("docker volume prune");
+        assert!(out.contains("Deleted Volumes:"), "{out}");
+        assert!(!out.contains("pused") && !out.contains("pkeep"), "{out}");
+        let out = docker(&["volume", "prune", "-af", "--filter", "label!=keep"])
+            .ok("docker volume prune -a --filter label!=");
+        assert!(out.contains("pused") && !out.contains("pkeep"), "{out}");
+        let out = docker(&["volume", "prune", "-f", "--filter", "all=true"])
+            .ok("docker volume prune --filter all=true");
+        assert!(out.contains("pkeep"), "{out}");
+        assert_eq!(volume_names(&d), ["ptmp"]);
+    } else {
+        d.berth(&["rm", "puser"]).ok("rm puser");
+    }
+
+    // Each prune is an event with what it reclaimed.
+    let (status, events) = d.api_get(&format!(
+        "/events?since=0&until={}&filters={}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1,
+        "%7B%22type%22%3A%5B%22volume%22%5D%7D"
+    ));
+    assert_eq!(status, 200, "{events}");
+    assert!(
+        events.contains(r#""Action":"prune""#) && events.contains(r#""reclaimed":"5""#),
+        "{events}"
+    );
+}
