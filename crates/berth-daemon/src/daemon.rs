@@ -36,6 +36,8 @@ pub struct Daemon {
     /// Locks of `RUN --mount=type=cache,sharing=locked` mounts, by cache id.
     pub(crate) cache_mount_locks:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One running prune per kind: a second is refused with a conflict, as moby does.
+    pub(crate) prunes: crate::system::PruneFlags,
     me: Weak<Daemon>,
 }
 
@@ -70,6 +72,7 @@ impl Daemon {
             volume_lock: Default::default(),
             context_digests: Default::default(),
             cache_mount_locks: Default::default(),
+            prunes: Default::default(),
             me: me.clone(),
         });
         daemon.recover_containers().await?;

@@ -65,25 +65,47 @@ impl Daemon {
             if before.is_some_and(|b| created >= b) || since.is_some_and(|s| created <= s) {
                 continue;
             }
-            out.push(ImageSummary {
-                id: image.id.to_string(),
-                parent_id: String::new(),
-                repo_tags: tags,
-                repo_digests: Vec::new(),
-                created,
-                size: image.size as i64,
-                shared_size: -1,
-                labels,
-                containers: containers_by_image
+            let containers = containers_by_image
+                .get(&image.id.to_string())
+                .copied()
+                .unwrap_or(-1);
+            out.push(image_summary(&image, tags, labels, containers, -1));
+        }
+        sort_newest_first(&mut out);
+        Ok(out)
+    }
+
+    /// The images of `system df` and the bytes of their layers, as moby counts them: every
+    /// image with how many containers use it and its `SharedSize` (the bytes of its layers
+    /// other images use too), and `LayersSize`, each distinct layer once.
+    pub(crate) fn images_disk_usage(&self) -> ServiceResult<(Vec<ImageSummary>, i64)> {
+        let images = self.store.list_images()?;
+        let chains: Vec<Vec<(Digest, i64)>> = images
+            .iter()
+            .map(|(image, _)| {
+                image
+                    .chain_ids()
+                    .into_iter()
+                    .zip(image.layers.iter().map(|l| l.unpacked_size as i64))
+                    .collect()
+            })
+            .collect();
+        let (shared, layers_size) = layer_sharing(&chains);
+        let containers_by_image = self.container_counts();
+        let mut out: Vec<ImageSummary> = images
+            .iter()
+            .zip(shared)
+            .map(|((image, names), shared_size)| {
+                let tags = names.iter().map(Reference::familiar_string).collect();
+                let containers = containers_by_image
                     .get(&image.id.to_string())
                     .copied()
-                    .unwrap_or(-1),
-                manifests: None,
-                descriptor: None,
-            });
-        }
-        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
-        Ok(out)
+                    .unwrap_or(0);
+                image_summary(image, tags, image_labels(image), containers, shared_size)
+            })
+            .collect();
+        sort_newest_first(&mut out);
+        Ok((out, layers_size))
     }
 
     fn container_counts(&self) -> HashMap<String, i64> {
@@ -277,6 +299,7 @@ impl Daemon {
 
     /// `POST /images/prune`: dangling images, or with `dangling=false` every unused image.
     pub async fn prune_images(&self, filters: &Filters) -> ServiceResult<ImagePruneResponse> {
+        let _running = self.prunes.begin(crate::system::PruneKind::Images)?;
         let dangling_only = filters
             .get("dangling")
             .first()
@@ -425,6 +448,58 @@ impl Daemon {
     }
 }
 
+/// An image as `GET /images/json` and `system df` list it.
+fn image_summary(
+    image: &ImageRecord,
+    repo_tags: Vec<String>,
+    labels: HashMap<String, String>,
+    containers: i64,
+    shared_size: i64,
+) -> ImageSummary {
+    ImageSummary {
+        id: image.id.to_string(),
+        parent_id: String::new(),
+        repo_tags,
+        repo_digests: Vec::new(),
+        created: image.created.timestamp(),
+        size: image.size as i64,
+        shared_size,
+        labels,
+        containers,
+        manifests: None,
+        descriptor: None,
+    }
+}
+
+fn sort_newest_first(images: &mut [ImageSummary]) {
+    images.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+}
+
+/// moby's layer accounting over images given as their layers' (chain ID, size), base
+/// first: for each image the bytes of its layers that another image also uses (a layer is
+/// the same layer only with the same chain ID, so the same content on different parents is
+/// not shared), and the bytes of all distinct layers.
+fn layer_sharing(images: &[Vec<(Digest, i64)>]) -> (Vec<i64>, i64) {
+    let mut users: HashMap<&Digest, (usize, i64)> = HashMap::new();
+    for layers in images {
+        for (chain, size) in layers {
+            users.entry(chain).or_insert((0, *size)).0 += 1;
+        }
+    }
+    let shared = images
+        .iter()
+        .map(|layers| {
+            layers
+                .iter()
+                .filter(|(chain, _)| users[chain].0 > 1)
+                .map(|(_, size)| size)
+                .sum()
+        })
+        .collect();
+    let total = users.values().map(|(_, size)| size).sum();
+    (shared, total)
+}
+
 fn image_labels(image: &ImageRecord) -> HashMap<String, String> {
     image
         .config
@@ -508,6 +583,26 @@ mod tests {
         assert!(reference_matches("busybox:lat*", "busybox:latest"));
         assert!(!reference_matches("alpine", "busybox:latest"));
         assert!(!reference_matches("*", "library/busybox:1"));
+    }
+
+    #[test]
+    fn shared_size_counts_layers_other_images_use() {
+        let chain =
+            |n: u8| Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap();
+        let base = (chain(1), 1000);
+        let images = vec![
+            // Two images on one base layer, a third alone, a fourth identical to the first.
+            vec![base.clone(), (chain(2), 200)],
+            vec![base.clone(), (chain(3), 30)],
+            vec![(chain(4), 5)],
+            vec![base.clone(), (chain(2), 200)],
+        ];
+        let (shared, total) = layer_sharing(&images);
+        assert_eq!(shared, vec![1200, 1000, 0, 1200]);
+        assert_eq!(total, 1000 + 200 + 30 + 5);
+        let (shared, total) = layer_sharing(&[]);
+        assert!(shared.is_empty());
+        assert_eq!(total, 0);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! System-wide views: version, info, disk usage, and container prune.
+//! System-wide views: version, info, disk usage, container prune, and the one-at-a-time
+//! rule every prune follows.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use berth_api::filters::{Filters, labels_match};
 use berth_api::models::{
-    ContainerPruneResponse, SystemInfo, SystemVersion, SystemVersionComponents,
-    SystemVersionPlatform,
+    ContainerPruneResponse, ContainerSummary, ImageSummary, SystemInfo, SystemVersion,
+    SystemVersionComponents, SystemVersionPlatform, Volume,
 };
 
 use crate::containers::Status;
@@ -185,6 +187,7 @@ impl Daemon {
         &self,
         filters: &Filters,
     ) -> ServiceResult<ContainerPruneResponse> {
+        let _running = self.prunes.begin(PruneKind::Containers)?;
         let until = crate::images::prune_until(filters, &["until", "label", "label!"])?;
         let mut deleted = Vec::new();
         let mut reclaimed = 0i64;
@@ -223,22 +226,184 @@ impl Daemon {
     }
 }
 
+/// What a prune removes. Each kind prunes once at a time: moby refuses a second prune while
+/// one runs (`a prune operation is already running`), so two clients never race over the
+/// same objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PruneKind {
+    /// `POST /containers/prune`.
+    Containers,
+    /// `POST /images/prune`.
+    Images,
+    /// `POST /volumes/prune`.
+    Volumes,
+    /// `POST /networks/prune`.
+    Networks,
+    /// `POST /build/prune`.
+    BuildCache,
+}
+
+/// Which prunes are running, one flag per [`PruneKind`].
+#[derive(Debug, Default)]
+pub(crate) struct PruneFlags([AtomicBool; 5]);
+
+/// Marks a prune as running until dropped.
+#[derive(Debug)]
+pub(crate) struct PruneRunning<'a>(&'a AtomicBool);
+
+impl Drop for PruneRunning<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl PruneFlags {
+    /// Marks a prune of `kind` as running, or refuses with a conflict when one already is.
+    pub(crate) fn begin(&self, kind: PruneKind) -> ServiceResult<PruneRunning<'_>> {
+        let flag = &self.0[kind as usize];
+        flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .map_err(|_| ServiceError::conflict("a prune operation is already running"))?;
+        Ok(PruneRunning(flag))
+    }
+}
+
+/// The kinds `GET /system/df` reports: every kind unless the request names some with `type=`
+/// (API 1.42 and later), and only those are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsageKinds {
+    /// Containers and their writable layers.
+    pub containers: bool,
+    /// Images, their shared sizes and the bytes of their layers.
+    pub images: bool,
+    /// Local volumes and their sizes.
+    pub volumes: bool,
+    /// Build cache entries.
+    pub build_cache: bool,
+}
+
+impl DiskUsageKinds {
+    /// Every kind.
+    pub const ALL: DiskUsageKinds = DiskUsageKinds {
+        containers: true,
+        images: true,
+        volumes: true,
+        build_cache: true,
+    };
+
+    /// The kinds named by `type=` values (`container`, `image`, `volume`, `build-cache`).
+    pub fn from_types(types: &[String]) -> ServiceResult<DiskUsageKinds> {
+        let mut kinds = DiskUsageKinds {
+            containers: false,
+            images: false,
+            volumes: false,
+            build_cache: false,
+        };
+        for t in types {
+            match t.as_str() {
+                "container" => kinds.containers = true,
+                "image" => kinds.images = true,
+                "volume" => kinds.volumes = true,
+                "build-cache" => kinds.build_cache = true,
+                other => {
+                    return Err(ServiceError::invalid(format!(
+                        "unknown object type: {other}"
+                    )));
+                }
+            }
+        }
+        Ok(kinds)
+    }
+}
+
+/// What `GET /system/df` reports; kinds not asked for are `None`.
+#[derive(Debug, Default)]
+pub struct DiskUsage {
+    /// Bytes of every distinct layer some image uses (0 when images were not asked for).
+    pub layers_size: i64,
+    /// Images with their container counts and shared sizes.
+    pub images: Option<Vec<ImageSummary>>,
+    /// Every container with the size of its writable layer.
+    pub containers: Option<Vec<ContainerSummary>>,
+    /// Local volumes with their usage data.
+    pub volumes: Option<Vec<Volume>>,
+    /// Build cache entries as `BuildCache` records.
+    pub build_cache: Option<Vec<serde_json::Value>>,
+}
+
 impl Daemon {
-    /// `GET /system/df`: images, containers, volumes, the build cache and their sizes.
-    pub fn disk_usage(&self) -> ServiceResult<serde_json::Value> {
-        let images = self.list_images(true, &Filters::default())?;
-        let containers = self.list_containers(&crate::containers::summary::ListOptions {
-            all: true,
-            size: true,
-            ..Default::default()
-        })?;
-        let layers_size: i64 = images.iter().map(|i| i.size).sum();
-        Ok(serde_json::json!({
-            "LayersSize": layers_size,
-            "Images": images,
-            "Containers": containers,
-            "Volumes": self.volumes_disk_usage()?,
-            "BuildCache": self.build_cache_usage()?,
-        }))
+    /// `GET /system/df`: the asked kinds of images, containers, volumes and build cache with
+    /// their sizes.
+    pub fn disk_usage(&self, kinds: DiskUsageKinds) -> ServiceResult<DiskUsage> {
+        let mut usage = DiskUsage::default();
+        if kinds.images {
+            let (images, layers_size) = self.images_disk_usage()?;
+            usage.images = Some(images);
+            usage.layers_size = layers_size;
+        }
+        if kinds.containers {
+            usage.containers = Some(self.list_containers(
+                &crate::containers::summary::ListOptions {
+                    all: true,
+                    size: true,
+                    ..Default::default()
+                },
+            )?);
+        }
+        if kinds.volumes {
+            usage.volumes = Some(self.volumes_disk_usage()?);
+        }
+        if kinds.build_cache {
+            usage.build_cache = Some(self.build_cache_usage()?);
+        }
+        Ok(usage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn a_second_prune_of_a_kind_is_refused_until_the_first_ends() {
+        let flags = PruneFlags::default();
+        let running = flags.begin(PruneKind::Volumes).unwrap();
+        let refused = flags.begin(PruneKind::Volumes).unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::Conflict);
+        assert_eq!(refused.message, "a prune operation is already running");
+        // Other kinds are independent.
+        let images = flags.begin(PruneKind::Images).unwrap();
+        drop(running);
+        let again = flags.begin(PruneKind::Volumes).unwrap();
+        assert!(flags.begin(PruneKind::Images).is_err());
+        drop((again, images));
+        for kind in [
+            PruneKind::Containers,
+            PruneKind::Images,
+            PruneKind::Volumes,
+            PruneKind::Networks,
+            PruneKind::BuildCache,
+        ] {
+            let _running = flags.begin(kind).unwrap();
+            assert!(flags.begin(kind).is_err(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn df_types_select_kinds() {
+        let kinds = |types: &[&str]| {
+            DiskUsageKinds::from_types(&types.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+        };
+        let only_images = kinds(&["image"]).unwrap();
+        assert!(only_images.images && !only_images.containers);
+        assert!(!only_images.volumes && !only_images.build_cache);
+        assert_eq!(
+            kinds(&["container", "image", "volume", "build-cache"]).unwrap(),
+            DiskUsageKinds::ALL
+        );
+        assert_eq!(
+            kinds(&["images"]).unwrap_err().message,
+            "unknown object type: images"
+        );
     }
 }

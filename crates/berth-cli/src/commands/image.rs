@@ -134,7 +134,13 @@ fn minus_one() -> i64 {
     -1
 }
 
-fn image_row(img: &ImageSummary, repo: &str, tag: &str, digest: &str, trunc: bool) -> Value {
+pub(super) fn image_row(
+    img: &ImageSummary,
+    repo: &str,
+    tag: &str,
+    digest: &str,
+    trunc: bool,
+) -> Value {
     let na = |v: i64, f: &dyn Fn(i64) -> String| if v == -1 { "N/A".to_string() } else { f(v) };
     map_of([
         ("ID", s(if trunc { short_id(&img.id) } else { &img.id })),
@@ -161,7 +167,7 @@ fn image_row(img: &ImageSummary, repo: &str, tag: &str, digest: &str, trunc: boo
     ])
 }
 
-fn images_header() -> Value {
+pub(super) fn images_header() -> Value {
     map_of([
         ("ID", s("IMAGE ID")),
         ("Repository", s("REPOSITORY")),

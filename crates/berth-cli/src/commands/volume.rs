@@ -143,7 +143,7 @@ struct VolumeList {
     volumes: Vec<Volume>,
 }
 
-fn volume_row(v: &Volume) -> Value {
+pub(super) fn volume_row(v: &Volume) -> Value {
     let labels = v
         .labels
         .iter()
@@ -164,12 +164,14 @@ fn volume_row(v: &Volume) -> Value {
         ("Label", label_func(Arc::new(v.labels.clone()))),
         ("Links", s(links)),
         ("Size", s(size)),
-        ("Group", s("")),
-        ("Availability", s("")),
+        // Cluster volumes only; docker shows N/A for local ones.
+        ("Group", s("N/A")),
+        ("Availability", s("N/A")),
+        ("Status", s("N/A")),
     ])
 }
 
-fn volumes_header() -> Value {
+pub(super) fn volumes_header() -> Value {
     map_of([
         ("Name", s("VOLUME NAME")),
         ("Driver", s("DRIVER")),
@@ -181,6 +183,7 @@ fn volumes_header() -> Value {
         ("Size", s("SIZE")),
         ("Group", s("GROUP")),
         ("Availability", s("AVAILABILITY")),
+        ("Status", s("STATUS")),
     ])
 }
 

@@ -23,7 +23,6 @@ pub struct PruneOptions {
 fn entry_json(key: &str, record: &BuildCacheRecord, in_use: bool) -> serde_json::Value {
     serde_json::json!({
         "ID": &key[..key.len().min(25)],
-        "Parents": [],
         "Type": "regular",
         "Description": format!("{} layer(s)", record.layers.len()),
         "InUse": in_use,
@@ -60,6 +59,7 @@ impl Daemon {
     /// `POST /build/prune`: forgets cache entries, then frees what nothing else uses.
     /// Returns the keys forgotten and the bytes freed.
     pub async fn prune_build_cache(&self, opts: PruneOptions) -> ServiceResult<(Vec<String>, u64)> {
+        let _running = self.prunes.begin(crate::system::PruneKind::BuildCache)?;
         let until = crate::images::prune_until(&opts.filters, &["until"])?;
         let store = self.store.clone();
         let tops = self.image_tops()?;

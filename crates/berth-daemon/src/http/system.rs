@@ -1,16 +1,18 @@
 //! `/_ping`, `/version`, `/info`, `/events`, `/system/df`.
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_api::events::Event;
 use berth_api::filters::Filters;
+use berth_api::images::ImageSummaryLegacy;
 use tokio::sync::mpsc;
 
 use super::stream;
-use super::{AppState, QueryParams, json};
+use super::{ApiVersion, AppState, QueryParams, json};
 use crate::error::{ServiceError, ServiceResult};
+use crate::system::DiskUsageKinds;
 
 /// HEAD and GET, versioned or not: the headers clients negotiate with, and `OK`.
 pub(super) async fn ping(method: Method) -> Response {
@@ -58,11 +60,52 @@ pub(super) async fn auth(State(d): State<AppState>, body: axum::body::Bytes) -> 
     }
 }
 
-pub(super) async fn disk_usage(State(d): State<AppState>) -> Response {
-    match d.disk_usage() {
-        Ok(df) => json(StatusCode::OK, &df),
-        Err(e) => e.into_response(),
+/// `GET /system/df`: `type=` (repeatable, API 1.42 and later) limits the reply to those
+/// kinds; the others are `null`. Older versions get every kind, images with `VirtualSize`
+/// (below 1.44) and the build cache's total as `BuilderSize` (below 1.42), as moby sends.
+pub(super) async fn disk_usage(
+    State(d): State<AppState>,
+    Extension(version): Extension<ApiVersion>,
+    query: RawQuery,
+) -> Response {
+    let types = QueryParams::parse(query.0.as_deref()).all("type");
+    let kinds = if version.below(1, 42) || types.is_empty() {
+        Ok(DiskUsageKinds::ALL)
+    } else {
+        DiskUsageKinds::from_types(&types)
+    };
+    let usage = match kinds.and_then(|k| d.disk_usage(k)) {
+        Ok(usage) => usage,
+        Err(e) => return e.into_response(),
+    };
+    let images = usage.images.map(|images| {
+        images
+            .into_iter()
+            .map(|summary| ImageSummaryLegacy {
+                virtual_size: version.below(1, 44).then_some(summary.size),
+                summary,
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut body = serde_json::json!({
+        "LayersSize": usage.layers_size,
+        "Images": images,
+        "Containers": usage.containers,
+        "Volumes": usage.volumes,
+        "BuildCache": usage.build_cache,
+    });
+    if version.below(1, 42) {
+        let builder_size: i64 = body["BuildCache"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry["Size"].as_i64())
+            .sum();
+        if builder_size != 0 {
+            body["BuilderSize"] = builder_size.into();
+        }
     }
+    json(StatusCode::OK, &body)
 }
 
 /// Replays past events from `since`, then streams live ones until `until` (if given).

@@ -2,13 +2,13 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_api::models::VolumeCreateRequest;
 
-use super::{AppState, QueryParams, json, parse_body};
+use super::{ApiVersion, AppState, QueryParams, json, parse_body};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -54,9 +54,18 @@ async fn remove(State(d): State<AppState>, Path(name): Path<String>, query: RawQ
     }
 }
 
-async fn prune(State(d): State<AppState>, query: RawQuery) -> Response {
+/// Below API 1.42 a prune took every unused volume, named ones too; moby keeps that for
+/// older clients by adding `all=true` to their filters.
+async fn prune(
+    State(d): State<AppState>,
+    Extension(version): Extension<ApiVersion>,
+    query: RawQuery,
+) -> Response {
     let pruned = async {
-        let filters = QueryParams::parse(query.0.as_deref()).filters()?;
+        let mut filters = QueryParams::parse(query.0.as_deref()).filters()?;
+        if version.below(1, 42) && !filters.get("all").iter().any(|v| v == "true") {
+            filters.add("all", "true");
+        }
         d.prune_volumes(&filters).await
     };
     match pruned.await {

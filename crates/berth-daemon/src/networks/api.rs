@@ -278,6 +278,7 @@ impl Daemon {
         &self,
         filters: &berth_api::filters::Filters,
     ) -> ServiceResult<Vec<String>> {
+        let _running = self.prunes.begin(crate::system::PruneKind::Networks)?;
         let until = crate::images::prune_until(filters, &["until", "label", "label!"])?;
         let candidates: Vec<NetworkView> = {
             let state = self.networks.lock();

@@ -179,6 +179,7 @@ impl Daemon {
     /// tmpfs or a device mounted on `_data`) are left alone, as moby leaves them: removing
     /// them reclaims nothing here.
     pub async fn prune_volumes(&self, filters: &Filters) -> ServiceResult<VolumePruneResponse> {
+        let _running = self.prunes.begin(crate::system::PruneKind::Volumes)?;
         filters
             .check_names(&["label", "label!", "all"])
             .map_err(|e| ServiceError::invalid(e.0))?;

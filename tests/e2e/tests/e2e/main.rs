@@ -18,6 +18,7 @@ mod network_more;
 mod operate;
 mod operate_more;
 mod registry;
+mod system_df;
 mod util;
 mod volumes;
 mod xattrs;
