@@ -9,9 +9,20 @@
 #   d. a phase breakdown of one `run --rm` (strace landmarks on a second, traced berthd)
 # then the same rows for dockerd 20.10 (private daemon, --network none) and podman 4.3
 # (private storage, runc), and tears everything down by PID, mounts, cgroups, even on error.
+# Those are the "core" section. Two more sections measure the same three engines in the same
+# run, from the same setup and teardown (when core runs too, they come after it and start the
+# daemons it stopped again):
+#   operate  (bench/operate.sh): `exec CONTAINER true`, `stats --no-stream` with NSTATS running,
+#            the daemon CPU one healthcheck probe costs
+#   network  (bench/network.sh): `run --rm` on a user bridge network against `--network none`,
+#            container-to-container TCP throughput (iperf3) against two plain veth namespaces,
+#            published-port throughput from the host (127.0.0.1 and the host's own address)
 #
-# Usage:   sudo bash bench/run.sh
+# Usage:   sudo bash bench/run.sh                          # the core section, as before
+#          SECTIONS="operate network" sudo -E bash bench/run.sh
 # Env knobs (all optional):
+#   SECTIONS=core         which sections run, any of "core operate network" (default: core only,
+#                         so that the engine-core figures keep their setup and duration)
 #   RUNS=20 WARMUP=3      hyperfine runs / warmups for every latency row
 #   NCONT=50              running containers for the RSS/PSS rows
 #   NSTART=100            containers for the "start N with run -d" row
@@ -31,13 +42,28 @@
 #   DOCKER_CLI=/usr/local/bin/docker  docker CLI used against berthd and dockerd
 #   APT=0                 never apt-get install docker.io/podman (then rows are skipped)
 #   BULK_TIMEOUT=900      seconds allowed for one bulk rm/prune before it is recorded as FAILED
-# Output: $RESULTS/summary.md (side-by-side table), breakdown.txt, results.tsv, json/, logs/, trace/.
+#   operate:  NSTATS=100 (running containers for `stats --no-stream`), HEALTH_SECS=60 (length of
+#             the idle and the probing CPU windows), HEALTH_INTERVAL=1s
+#   network:  IPERF_SECS=5 (measured seconds per iperf3 test, after 1 s left out), IPERF_ROUNDS=5
+#             (rounds over all paths, interleaved), NET_RUNS=$RUNS (interleaved run --rm pairs),
+#             NET_SUBNET_BASE=10.215 (the section uses <base>.8.0/24 .. <base>.11.0/24),
+#             PORT_BASE=15201 (host ports: berth, docker, podman = base, +1, +2)
+# Output: $RESULTS/summary.md (side-by-side table), breakdown.txt, results.tsv, json/, logs/, trace/;
+# procstat/ (operate: the healthcheck CPU windows) and iperf/ (network: every iperf3 JSON).
+# The operate and network sections also need perf (for exact CPU times; without it only the
+# /proc figures are recorded), iperf3 and iproute2 (iperf3 is apt-get installed when missing).
 # Needs: bash, hyperfine, strace, curl, jq, python3; docker CLI (any recent) for the docker rows.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
+# shellcheck source=bench/operate.sh
+. "$REPO/bench/operate.sh"
+# shellcheck source=bench/network.sh
+. "$REPO/bench/network.sh"
+SECTIONS=${SECTIONS:-core}
+has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 BERTH_BRIDGE=${BERTH_BRIDGE:-bbench0}
 BERTH_POOL=${BERTH_POOL:-base=10.215.0.0/22,size=24}
@@ -207,6 +233,7 @@ install_pkgs() {
   local want=() p
   [ "$SKIP_DOCKER" = 1 ] || want+=(docker.io)
   [ "$SKIP_PODMAN" = 1 ] || want+=(podman)
+  has_section network && want+=(iperf3)
   local missing=()
   for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -239,7 +266,8 @@ facts() {
     echo "fs: $BENCH on $(findmnt -n -o FSTYPE -T /tmp); cgroups: v1 hybrid=$( [ -d /sys/fs/cgroup/unified ] && echo yes || echo no )"
     echo "berth: git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null) + $(git -C "$REPO" status --porcelain 2>/dev/null | wc -l) uncommitted paths; release profile; binaries $(du -b "$BIN/berthd" "$BIN/berth-shim" "$BIN/berth" | awk '{printf "%s %.1f MB  ", $2, $1/1e6}' | sed "s|$BIN/||g")"
     echo "versions: $(dockerd --version 2>/dev/null | sed 's/Docker version/dockerd/'); containerd $(containerd --version 2>/dev/null | awk '{print $3}'); runc $(runc --version 2>/dev/null | awk 'NR==1{print $3}'); podman $(podman --version 2>/dev/null | awk '{print $3}'); conmon $(conmon --version 2>/dev/null | awk 'NR==1{print $3}'); docker CLI $("$DOCKER_CLI" version --format '{{.Client.Version}}' 2>/dev/null) ($DOCKER_CLI); hyperfine $(hyperfine --version | awk '{print $2}'); strace $(strace --version | awk 'NR==1{print $4}')"
-    echo "knobs: RUNS=$RUNS WARMUP=$WARMUP NCONT=$NCONT NSTART=$NSTART NPS=$NPS BREAKDOWN=$BREAKDOWN BREAKDOWN_RUNS=$BREAKDOWN_RUNS"
+    echo "knobs: SECTIONS=\"$SECTIONS\" RUNS=$RUNS WARMUP=$WARMUP NCONT=$NCONT NSTART=$NSTART NPS=$NPS BREAKDOWN=$BREAKDOWN BREAKDOWN_RUNS=$BREAKDOWN_RUNS NSTATS=$NSTATS HEALTH_SECS=$HEALTH_SECS IPERF_SECS=$IPERF_SECS IPERF_ROUNDS=$IPERF_ROUNDS NET_RUNS=$NET_RUNS"
+    has_section network && echo "iperf3: $(iperf3 --version 2>/dev/null | head -1)"
     echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   } >"$RESULTS/facts.txt"
 }
@@ -283,6 +311,14 @@ berth_setup() {
   local id; id=$(B create busybox true 2>>"$LOGS/berth.probe.log")
   if [ -n "$id" ] && B rm -f "$id" >>"$LOGS/berth.probe.log" 2>&1; then BERTH_RMF_VIA=berth; else BERTH_RMF_VIA=docker-cli; DB rm -f "$id" >/dev/null 2>&1; fi
   log "berth CLI used for: run=$BERTH_RUN_VIA ps=$BERTH_PS_VIA rm=$BERTH_RMF_VIA"
+}
+# (re)starts the benchmark berthd for a later section after the core rows stopped it (same data
+# root: the image is still there)
+berth_up() {
+  [ -n "$BERTHD_PID" ] && [ -d "/proc/$BERTHD_PID" ] && return 0
+  start_berthd "$SOCK" "$BROOT" "$BEXEC" "$LOGS/berthd.restarted.log"
+  BERTHD_PID=$REPLY
+  wait_api "$SOCK" "$BERTHD_PID" >/dev/null || { log "berthd did not come up again:"; tail -5 "$LOGS/berthd.restarted.log" >&2; exit 1; }
 }
 bcli() {  # the CLI chosen for an operation: via -> command prefix (for hyperfine strings)
   if [ "$1" = berth ]; then echo "$BIN/berth -H unix://$SOCK --no-autostart"; else echo "env DOCKER_HOST=unix://$SOCK $DOCKER_CLI"; fi
@@ -580,6 +616,20 @@ D() { DOCKER_HOST=unix://$DSOCK timeout 120 "$DOCKER_CLI" "$@"; }
 DOCKER_CG_EXISTED=()
 
 DOCKER_OK=0 PODMAN_OK=0
+# dockerd's network flags: the core rows run without bridge and iptables; the network section
+# restarts it with iptables on (see bench/network.sh)
+DOCKERD_NET_FLAGS=(--iptables=false --ip-forward=false --bridge=none)
+dockerd_start() {  # starts the private dockerd; REPLY = ms until the API answers, or returns 1
+  REPLY=""
+  dockerd --data-root "$DROOT" --exec-root "$DEXEC" --pidfile "$BENCH/dockerd.pid" -H "unix://$DSOCK" \
+    "${DOCKERD_NET_FLAGS[@]}" >>"$LOGS/dockerd.log" 2>&1 &
+  DOCKERD_PID=$!
+  STARTED_PIDS+=("$DOCKERD_PID")
+  REPLY=$(wait_api "$DSOCK" "$DOCKERD_PID") || return 1
+  CONTAINERD_PID=$(pgrep -P "$DOCKERD_PID" -x containerd | head -1)
+  STARTED_PIDS+=("$CONTAINERD_PID")
+}
+
 docker_setup() {
   [ "$SKIP_DOCKER" = 1 ] && return 0
   command -v dockerd >/dev/null || { rec_fail docker setup "dockerd" "dockerd not installed"; return 0; }
@@ -587,21 +637,21 @@ docker_setup() {
   local d; for d in /sys/fs/cgroup/*/docker; do [ -d "$d" ] && DOCKER_CG_EXISTED+=("$d"); done
   IPFWD_BEFORE_DOCKER=$(sysctl -n net.ipv4.ip_forward)
   FWD_POLICY_BEFORE_DOCKER=$(iptables -S FORWARD 2>/dev/null | awk '/^-P FORWARD/{print $3}')
-  local t0; t0=$(now_ms)
-  dockerd --data-root "$DROOT" --exec-root "$DEXEC" --pidfile "$BENCH/dockerd.pid" -H "unix://$DSOCK" \
-    --iptables=false --ip-forward=false --bridge=none >"$LOGS/dockerd.log" 2>&1 &
-  DOCKERD_PID=$!
-  STARTED_PIDS+=("$DOCKERD_PID")
-  local ms; ms=$(wait_api "$DSOCK" "$DOCKERD_PID") || { rec_fail docker setup "dockerd" "did not come up: $(tail -2 "$LOGS/dockerd.log")"; return 0; }
-  rec_val docker daemon_ready "daemon start until the API answers" "$ms" ms
-  CONTAINERD_PID=$(pgrep -P "$DOCKERD_PID" -x containerd | head -1)
-  STARTED_PIDS+=("$CONTAINERD_PID")
+  dockerd_start || { rec_fail docker setup "dockerd" "did not come up: $(tail -2 "$LOGS/dockerd.log")"; return 0; }
+  rec_val docker daemon_ready "daemon start until the API answers" "$REPLY" ms
   sleep 1
   local dp="$DOCKERD_PID $CONTAINERD_PID"
   rec_val docker rss_idle0 "daemon RSS right after start (dockerd + containerd)" "$(mib "$(mem_kib Rss $dp)")" MiB
   rec_val docker pss_idle0 "daemon PSS right after start (dockerd + containerd)" "$(mib "$(mem_kib Pss $dp)")" MiB
   D import "$BENCH/busybox.tar" busybox:latest >/dev/null || { rec_fail docker setup "import" "docker import failed"; return 0; }
   DOCKER_OK=1
+}
+
+# (re)starts the private dockerd for a later section after the core rows stopped it
+docker_up() {
+  [ "$DOCKER_OK" = 1 ] || return 0
+  [ -n "$DOCKERD_PID" ] && [ -d "/proc/$DOCKERD_PID" ] && return 0
+  dockerd_start || { log "dockerd did not come up again: $(tail -2 "$LOGS/dockerd.log")"; DOCKER_OK=0; }
 }
 
 docker_latency() {
@@ -838,6 +888,9 @@ berth_cleanup() {  # sock daemon-pid exec-root data-root
 teardown() {
   set +e
   log "teardown"
+  # the sections' own containers, networks and namespaces first, while the daemons still run
+  operate_cleanup
+  network_cleanup
   berth_cleanup "$SOCK" "$BERTHD_PID" "$BEXEC" "$BROOT"
   [ -n "$TRACED_BERTHD_PID" ] && berth_cleanup "$BENCH/t.sock" "$TRACED_BERTHD_PID" "$BENCH/t/r" "$BENCH/t/root"
   stop_pid "$STRACE_PID" strace
@@ -873,6 +926,8 @@ teardown() {
     ip link delete "$br" 2>/dev/null && log "removed bridge $br"
     nft delete table inet "$br" 2>/dev/null
   done
+  # iptables rules and chains dockerd (iptables on) and netavark added for the network section
+  network_revert
   # network state: dockerd runs with --iptables=false --ip-forward=false --bridge=none and
   # docker_stop reverts what changed while it ran; a change outside that window is not ours
   # (other work on a shared host), so it is only reported
@@ -906,7 +961,9 @@ for line in open(sys.argv[1]):
     if len(f) < 10:
         continue
     eng, key, desc, val, unit, mn, mx, n, load, via = f[:10]
-    rows.setdefault(key, {'desc': desc, 'unit': unit})
+    rows.setdefault(key, {'desc': desc, 'unit': ''})
+    if val != 'FAILED':  # a FAILED row carries its reason where the unit goes
+        rows[key]['unit'] = unit
     cell = val if val == 'FAILED' else (f'{val} [{mn}–{mx}]' if mn else val)
     rows[key][eng] = cell
     rows[key]['desc'] = desc if eng == 'berth' or 'desc' not in rows[key] else rows[key]['desc']
@@ -953,17 +1010,22 @@ main() {
   berth_setup
   docker_setup
   podman_setup
-  runc_floor
-  berth_latency
-  docker_latency
-  podman_latency
-  berth_density
-  berth_start_many
-  berth_ps_many
-  berth_cleanup "$SOCK" "$BERTHD_PID" "$BEXEC" "$BROOT"; BERTHD_PID=""
-  berth_breakdown
-  docker_rest
-  podman_rest
+  if has_section core; then
+    runc_floor
+    berth_latency
+    docker_latency
+    podman_latency
+    berth_density
+    berth_start_many
+    berth_ps_many
+    berth_cleanup "$SOCK" "$BERTHD_PID" "$BEXEC" "$BROOT"; BERTHD_PID=""
+    berth_breakdown
+    docker_rest
+    podman_rest
+  fi
+  # the core rows stop every engine at their end; the later sections start them again
+  if has_section operate; then berth_up; docker_up; operate_section; fi
+  if has_section network; then berth_up; docker_up; network_section; fi
   rec_val host load1_end "load1 at end" "$(load1)" ""
   echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/facts.txt"
 

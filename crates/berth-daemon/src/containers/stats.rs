@@ -3,8 +3,11 @@
 //! `StatsResponse`, one per second.
 //!
 //! As in moby, each sample carries the previous one's CPU figures (`precpu_stats`), from
-//! which clients compute CPU %; a single sample (`stream=false`) therefore takes two
-//! readings a second apart, unless `one-shot` asks for one reading only.
+//! which clients compute CPU %. A single sample (`stream=false`) therefore needs an earlier
+//! CPU reading, unless `one-shot` asks for one reading only. moby takes that priming reading
+//! a whole second (its stream interval) before the one it sends; berth takes it
+//! [`PRIME_WINDOW`] before, so that `stats --no-stream` answers in about a tenth of a second
+//! instead of one (see [`PRIME_WINDOW`] for what that costs in precision).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +29,21 @@ use crate::error::ServiceResult;
 /// Time between two samples of a stream.
 const INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long before the sample it sends a single sample (`stream=false`, not `one-shot`) takes
+/// its priming CPU reading, the one its `precpu_stats` carry.
+///
+/// moby waits a whole stream interval (1 s), so `docker stats --no-stream` over any number of
+/// containers takes more than a second. A shorter window answers sooner but measures CPU %
+/// less precisely: clients divide the container's CPU time (nanoseconds, exact) by the host's
+/// (`system_cpu_usage`, the /proc/stat sum, which the kernel reports in 10 ms ticks), and over
+/// 100 ms on a 2-CPU host that sum grows by about 20 ticks, one of which more or less is ±5 %
+/// of the figure (1 s: ±0.5 %); a bursty container's figure also swings more over a short
+/// window. The alternative, reusing the last reading some earlier request left behind, would
+/// answer at once but make the figure's window depend on who asked before and when, and needs
+/// daemon state to invalidate when a container restarts; a fixed window keeps every answer
+/// self-contained, as moby's are.
+const PRIME_WINDOW: Duration = Duration::from_millis(100);
+
 /// What a stats request asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct StatsRequest {
@@ -36,7 +54,7 @@ pub struct StatsRequest {
 }
 
 /// Where the counters of a running container are read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Source {
     cgroup_path: String,
     pid: i64,
@@ -68,23 +86,42 @@ impl Daemon {
     ) {
         let mut lifecycle = container.watch();
         let mut previous: Option<ContainerStatsResponse> = None;
-        // moby primes `precpu_stats` with a first reading it does not send.
-        let mut skip_first = !request.stream && !request.one_shot;
+        // The cgroup's directories, found once per run of the container's process.
+        let mut reader: Option<Reader> = None;
+        if !request.stream && !request.one_shot {
+            // moby primes `precpu_stats` with a reading it does not send; only its CPU
+            // figures are needed.
+            if let Some(source) = self.stats_source(&container) {
+                match read(&container.id, None, source, Reader::cpu_only).await {
+                    Some((primed, r)) => {
+                        previous = Some(primed);
+                        reader = Some(r);
+                    }
+                    None => return,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(PRIME_WINDOW) => {}
+                    _ = lifecycle.wait_for(|l| l.removed) => return,
+                    _ = tx.closed() => return,
+                }
+            }
+        }
         loop {
             if lifecycle.borrow().removed {
                 return;
             }
             let mut sample = match self.stats_source(&container) {
-                Some(source) => match tokio::task::spawn_blocking(move || sample(&source)).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(container = %container.id, "stats task failed: {e}");
-                        return;
+                Some(source) => {
+                    match read(&container.id, reader.take(), source, Reader::sample).await {
+                        Some((s, r)) => {
+                            reader = Some(r);
+                            s
+                        }
+                        None => return,
                     }
-                },
+                }
                 None => {
                     previous = None;
-                    skip_first = false;
                     ContainerStatsResponse::default()
                 }
             };
@@ -103,15 +140,11 @@ impl Daemon {
                 sample.preread = Some(rfc3339(None));
             }
             previous = Some(sample.clone());
-            if skip_first {
-                skip_first = false;
-            } else {
-                if tx.send(sample).await.is_err() {
-                    return;
-                }
-                if !request.stream {
-                    return;
-                }
+            if tx.send(sample).await.is_err() {
+                return;
+            }
+            if !request.stream {
+                return;
             }
             tokio::select! {
                 _ = tokio::time::sleep(INTERVAL) => {}
@@ -131,46 +164,98 @@ impl Daemon {
     }
 }
 
-/// One reading of every counter (blocking).
-fn sample(source: &Source) -> ContainerStatsResponse {
-    let cgroup = ContainerCgroup::locate(&source.cgroup_path).unwrap_or_default();
+/// Reads a running container's counters, its cgroup located once.
+#[derive(Debug)]
+struct Reader {
+    source: Source,
+    cgroup: ContainerCgroup,
+}
+
+/// Runs `f` on a blocking thread with the reader for `source`: `cached` when it was made for
+/// the same process and found its cgroup, else a new one. `None` if the task failed.
+async fn read(
+    container_id: &str,
+    cached: Option<Reader>,
+    source: Source,
+    f: fn(&Reader) -> ContainerStatsResponse,
+) -> Option<(ContainerStatsResponse, Reader)> {
+    let task = tokio::task::spawn_blocking(move || {
+        let reader = match cached {
+            Some(r) if r.source == source && r.cgroup.exists() => r,
+            _ => Reader {
+                cgroup: ContainerCgroup::locate(&source.cgroup_path).unwrap_or_default(),
+                source,
+            },
+        };
+        (f(&reader), reader)
+    });
+    match task.await {
+        Ok(out) => Some(out),
+        Err(e) => {
+            tracing::warn!(container = %container_id, "stats task failed: {e}");
+            None
+        }
+    }
+}
+
+impl Reader {
+    /// The time and the CPU figures only: what a priming reading needs (blocking).
+    fn cpu_only(&self) -> ContainerStatsResponse {
+        ContainerStatsResponse {
+            read: Some(rfc3339(Some(chrono::Utc::now()))),
+            cpu_stats: Some(cpu(&self.cgroup)),
+            ..Default::default()
+        }
+    }
+
+    /// One reading of every counter (blocking).
+    fn sample(&self) -> ContainerStatsResponse {
+        let cgroup = &self.cgroup;
+        let machine_memory = machine_memory();
+        let mut out = ContainerStatsResponse {
+            read: Some(rfc3339(Some(chrono::Utc::now()))),
+            num_procs: Some(0),
+            cpu_stats: Some(cpu(cgroup)),
+            ..Default::default()
+        };
+        if let Some(dir) = cgroup.v2() {
+            out.memory_stats = Some(memory_v2(dir, machine_memory));
+            out.blkio_stats = Some(blkio_v2(
+                &cgroupfs::read(dir, "io.stat").unwrap_or_default(),
+            ));
+            out.pids_stats = Some(pids(dir));
+        } else {
+            if let Some(dir) = cgroup.v1("memory") {
+                out.memory_stats = Some(memory_v1(dir, machine_memory));
+            }
+            if let Some(dir) = cgroup.v1("blkio") {
+                out.blkio_stats = Some(blkio_v1(dir));
+            }
+            if let Some(dir) = cgroup.v1("pids") {
+                out.pids_stats = Some(pids(dir));
+            }
+        }
+        if !self.source.host_network {
+            let dev = std::fs::read_to_string(format!("/proc/{}/net/dev", self.source.pid))
+                .unwrap_or_default();
+            let networks = net_dev(&dev);
+            out.networks = (!networks.is_empty()).then_some(networks);
+        }
+        out
+    }
+}
+
+/// The container's CPU counters with the host's beside them, read back to back (blocking).
+fn cpu(cgroup: &ContainerCgroup) -> ContainerCpuStats {
+    let mut cpu = match cgroup.v2() {
+        Some(dir) => cpu_v2(&cgroupfs::read(dir, "cpu.stat").unwrap_or_default()),
+        None => cpu_v1(cgroup),
+    };
     let proc_stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let (system_cpu_usage, online_cpus) = system_cpu(&proc_stat, clock_ticks());
-    let machine_memory = machine_memory();
-    let mut out = ContainerStatsResponse {
-        read: Some(rfc3339(Some(chrono::Utc::now()))),
-        num_procs: Some(0),
-        ..Default::default()
-    };
-    let mut cpu = if let Some(dir) = cgroup.v2() {
-        out.memory_stats = Some(memory_v2(dir, machine_memory));
-        out.blkio_stats = Some(blkio_v2(
-            &cgroupfs::read(dir, "io.stat").unwrap_or_default(),
-        ));
-        out.pids_stats = Some(pids(dir));
-        cpu_v2(&cgroupfs::read(dir, "cpu.stat").unwrap_or_default())
-    } else {
-        if let Some(dir) = cgroup.v1("memory") {
-            out.memory_stats = Some(memory_v1(dir, machine_memory));
-        }
-        if let Some(dir) = cgroup.v1("blkio") {
-            out.blkio_stats = Some(blkio_v1(dir));
-        }
-        if let Some(dir) = cgroup.v1("pids") {
-            out.pids_stats = Some(pids(dir));
-        }
-        cpu_v1(&cgroup)
-    };
     cpu.system_cpu_usage = Some(system_cpu_usage);
     cpu.online_cpus = Some(online_cpus);
-    out.cpu_stats = Some(cpu);
-    if !source.host_network {
-        let dev =
-            std::fs::read_to_string(format!("/proc/{}/net/dev", source.pid)).unwrap_or_default();
-        let networks = net_dev(&dev);
-        out.networks = (!networks.is_empty()).then_some(networks);
-    }
-    out
+    cpu
 }
 
 /// Host CPU time in nanoseconds (the first seven fields of the `cpu` line of /proc/stat, as
@@ -439,6 +524,27 @@ mod tests {
         // (100+20+30+400+5+6+7) ticks of 10 ms each; steal (8) is not counted.
         assert_eq!(ns, 568 * 10_000_000);
         assert_eq!(online, 2);
+    }
+
+    #[test]
+    fn a_priming_reading_has_the_cpu_figures_only() {
+        let reader = Reader {
+            source: Source {
+                cgroup_path: "/berth-test-no-such-cgroup".into(),
+                pid: 1,
+                host_network: false,
+            },
+            cgroup: ContainerCgroup::default(),
+        };
+        let primed = reader.cpu_only();
+        assert!(primed.read.is_some());
+        let cpu = primed.cpu_stats.expect("cpu_stats");
+        // The host's figures come from /proc/stat even when the cgroup is gone.
+        assert!(cpu.system_cpu_usage.unwrap() > 0);
+        assert!(cpu.online_cpus.unwrap() >= 1);
+        assert!(primed.memory_stats.is_none() && primed.networks.is_none());
+        let full = reader.sample();
+        assert!(full.cpu_stats.is_some() && full.num_procs.is_some());
     }
 
     #[test]
