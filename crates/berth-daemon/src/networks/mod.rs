@@ -73,12 +73,9 @@ impl NetworkState {
         &mut self,
         endpoint: &Endpoint,
     ) -> ServiceResult<(NetworkSpec, std::net::Ipv4Addr)> {
-        let net = self
-            .networks
-            .get_mut(&endpoint.network_id)
-            .ok_or_else(|| {
-                ServiceError::not_found(format!("network {} not found", endpoint.network_id))
-            })?;
+        let net = self.networks.get_mut(&endpoint.network_id).ok_or_else(|| {
+            ServiceError::not_found(format!("network {} not found", endpoint.network_id))
+        })?;
         let address = match endpoint.requested_ip {
             Some(ip) => net.addresses.reserve(ip).map(|()| ip),
             None => net.addresses.allocate(),
