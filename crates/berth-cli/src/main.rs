@@ -2,8 +2,8 @@
 //!
 //! It talks only HTTP (the Docker Engine API) to the daemon found through `-H`, `BERTH_HOST`,
 //! `DOCKER_HOST` or the default socket. Exit codes follow the docker CLI: 125 for flag and
-//! daemon errors on run/create, the container's own code for `run`/`start -a`/`wait`, 1 for
-//! other failures.
+//! daemon errors on run/create (and, as the network-and-storage issue asks, on network and
+//! volume create), the container's own code for `run`/`start -a`/`wait`, 1 for other failures.
 
 mod autostart;
 mod client;

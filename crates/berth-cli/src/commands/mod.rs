@@ -66,6 +66,20 @@ impl std::fmt::Display for StatusError {
 
 impl std::error::Error for StatusError {}
 
+/// Makes a refused `network create` or `volume create` exit 125, as `run` and `create` do for
+/// the engine's errors: the network-and-storage issue asks scripts to tell bad input (a bad
+/// CIDR, overlapping subnets, a volume name with a slash) from other failures that way, where
+/// the docker CLI exits 1.
+pub fn refused_create(err: anyhow::Error) -> anyhow::Error {
+    if err.downcast_ref::<StatusError>().is_some() {
+        return err;
+    }
+    anyhow::Error::new(StatusError {
+        code: 125,
+        message: Some(format!("{err:#}")),
+    })
+}
+
 /// Returns an error that makes the process exit with `code` without printing anything.
 pub fn exit_code(code: i32) -> anyhow::Error {
     anyhow::Error::new(StatusError {

@@ -271,8 +271,12 @@ struct CreateReply {
 
 /// `berth network create`: prints the new network's full id.
 pub async fn create(ctx: &Ctx, a: NetworkCreateArgs) -> Result<()> {
-    let body = create_body(&a)?;
-    let raw = ctx.client.post_json("/networks/create", &body).await?;
+    let body = create_body(&a).map_err(super::refused_create)?;
+    let raw = ctx
+        .client
+        .post_json("/networks/create", &body)
+        .await
+        .map_err(super::refused_create)?;
     let reply: CreateReply =
         serde_json::from_slice(&raw).context("decoding the network create reply")?;
     if !reply.warning.is_empty() {

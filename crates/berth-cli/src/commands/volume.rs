@@ -207,8 +207,12 @@ fn render_volumes(mut list: Vec<Volume>, format: &str, quiet: bool) -> Result<Ve
 
 /// `berth volume create`: prints the volume's name.
 pub async fn create(ctx: &Ctx, a: VolumeCreateArgs) -> Result<()> {
-    let body = create_body(&a)?;
-    let raw = ctx.client.post_json("/volumes/create", &body).await?;
+    let body = create_body(&a).map_err(super::refused_create)?;
+    let raw = ctx
+        .client
+        .post_json("/volumes/create", &body)
+        .await
+        .map_err(super::refused_create)?;
     let vol: Volume = serde_json::from_slice(&raw).context("decoding the volume create reply")?;
     print_out(format!("{}\n", vol.name).as_bytes())
 }

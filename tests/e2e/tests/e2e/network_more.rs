@@ -1135,3 +1135,103 @@ fn joiners_come_back_after_their_owner_and_follow_a_restarted_one() {
     d.berth(&all).ok("rm");
     d.berth(&["network", "rm", "ordnet"]).ok("network rm");
 }
+
+/// The bad input for networks and volumes: each refused with a clear message and exit
+/// 125 from berth, nothing half-created (no network, bridge or volume left behind).
+#[test]
+fn bad_network_and_volume_input_exits_125_and_creates_nothing() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    // A /24 inside this daemon's own /22 pool, far from what automatic subnets take first.
+    let pool = d.address_pool();
+    let third: u8 = pool
+        .trim_start_matches("base=10.213.")
+        .split('.')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .expect("the test daemon's pool is 10.213.X.0/22");
+    let taken = format!("10.213.{}.0/25", third + 3);
+    let overlapping = format!("10.213.{}.64/26", third + 3);
+    d.berth(&["network", "create", "--subnet", &taken, "taken"])
+        .ok("create the first network");
+    let networks_before = d.berth(&["network", "ls", "-q"]).ok("network ls");
+    let volumes_before = d.berth(&["volume", "ls", "-q"]).ok("volume ls");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["network", "create", "--subnet", "10.0.0.0/33", "bad-cidr"],
+            "10.0.0.0/33",
+        ),
+        (
+            &["network", "create", "--subnet", &overlapping, "overlap"],
+            "overlap",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.213.250.0/24",
+                "--gateway",
+                "10.213.251.1",
+                "bad-gw",
+            ],
+            "10.213.251.1",
+        ),
+        (&["volume", "create", "a/b"], "a/b"),
+    ];
+    for (args, named) in cases {
+        let out = d.berth(args);
+        out.expect_code(125, &format!("berth {args:?}"));
+        let err = out.stderr_text();
+        assert!(err.contains(named), "berth {args:?} names {named}: {err}");
+    }
+    assert_eq!(
+        d.berth(&["network", "ls", "-q"]).ok("network ls"),
+        networks_before
+    );
+    assert_eq!(
+        d.berth(&["volume", "ls", "-q"]).ok("volume ls"),
+        volumes_before
+    );
+
+    // Bad port specs and a relative bind source fail `run` with 125 and leave no container.
+    let containers_before = d.berth(&["ps", "-aq"]).ok("ps");
+    for args in [
+        &["run", "--rm", "-p", "99999:80", "busybox", "true"][..],
+        &["run", "--rm", "-p", "80:80/sctpx", "busybox", "true"][..],
+        &[
+            "run",
+            "--rm",
+            "--mount",
+            "type=bind,src=rel,dst=/x",
+            "busybox",
+            "true",
+        ][..],
+    ] {
+        d.berth(args).expect_code(125, &format!("berth {args:?}"));
+    }
+    assert_eq!(d.berth(&["ps", "-aq"]).ok("ps"), containers_before);
+
+    // A network with containers attached is refused, naming them.
+    d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "--network",
+        "taken",
+        "busybox",
+        "sleep",
+        "60",
+    ])
+    .ok("run on the network");
+    let out = d.berth(&["network", "rm", "taken"]);
+    out.expect_failure("network rm with a container attached");
+    assert!(
+        out.stderr_text().contains("holder"),
+        "the refusal names the container: {}",
+        out.stderr_text()
+    );
+    d.berth(&["rm", "-f", "holder"]).ok("rm holder");
+    d.berth(&["network", "rm", "taken"])
+        .ok("network rm after the container left");
+}
