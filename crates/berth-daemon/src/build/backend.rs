@@ -272,6 +272,7 @@ fn empty_mount() -> MountPoint {
         copy_data: false,
         create_source: false,
         tmpfs_options: Vec::new(),
+        named: false,
         volume_options: HashMap::new(),
         volume_labels: HashMap::new(),
     }

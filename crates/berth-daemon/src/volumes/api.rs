@@ -13,7 +13,8 @@ use berth_api::models::{
 use chrono::Utc;
 
 use super::{
-    LOCAL_DRIVER, RECORD_KIND, VolumeRecord, validate_driver_options, validate_volume_name,
+    ANONYMOUS_LABEL, LOCAL_DRIVER, RECORD_KIND, VolumeRecord, validate_driver_options,
+    validate_volume_name,
 };
 use crate::containers::random_id;
 use crate::daemon::Daemon;
@@ -46,19 +47,25 @@ impl Daemon {
                 "plugin \"{driver}\" not found"
             )));
         }
+        let mut labels = req.labels.unwrap_or_default();
         let name = match req.name.filter(|n| !n.is_empty()) {
             Some(n) => {
                 validate_volume_name(&n)?;
                 n
             }
-            None => random_id(),
+            // Like moby 23+: a volume created without a name is anonymous, so a plain
+            // `volume prune` removes it once unused.
+            None => {
+                labels.insert(ANONYMOUS_LABEL.to_string(), String::new());
+                random_id()
+            }
         };
         let options = req.driver_opts.unwrap_or_default();
         validate_driver_options(&options)?;
         let record = VolumeRecord {
             name,
             driver: LOCAL_DRIVER.to_string(),
-            labels: req.labels.unwrap_or_default(),
+            labels,
             options,
             created: Utc::now(),
         };

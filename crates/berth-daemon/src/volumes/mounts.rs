@@ -58,6 +58,12 @@ pub struct MountPoint {
     pub create_source: bool,
     /// Extra options of a tmpfs (`size=..`, `mode=..`).
     pub tmpfs_options: Vec<String>,
+    /// Whether the container named its volume (`-v name:/path`, `--mount src=name`): `rm -v`
+    /// keeps such a volume even when it is anonymous (made by `volume create` without a
+    /// name), as moby keeps its `Named` mount points. Records from before the field read
+    /// `false` and still keep named volumes, which never carry the anonymous label.
+    #[serde(default)]
+    pub named: bool,
     /// Driver options and labels for a volume that create has to make (`volume-opt`).
     #[serde(skip)]
     pub volume_options: HashMap<String, String>,
@@ -79,6 +85,7 @@ impl MountPoint {
             copy_data: true,
             create_source: false,
             tmpfs_options: Vec::new(),
+            named: false,
             volume_options: HashMap::new(),
             volume_labels: HashMap::new(),
         }

@@ -92,6 +92,7 @@ impl Daemon {
         let mut created = Vec::new();
         for mount in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
             let mut labels = std::mem::take(&mut mount.volume_labels);
+            mount.named = !mount.name.is_empty();
             if mount.name.is_empty() {
                 mount.name = random_id();
                 labels.insert(ANONYMOUS_LABEL.to_string(), String::new());
@@ -134,7 +135,11 @@ impl Daemon {
     /// uses (named volumes stay, as with docker).
     pub(crate) async fn remove_anonymous_volumes(&self, record: &ContainerRecord) {
         let mut names = Vec::new();
-        for mount in record.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+        for mount in record
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume && !m.named)
+        {
             match self.volume_record(&mount.name) {
                 Ok(Some(v)) if v.is_anonymous() && self.volume_users(&v.name).is_empty() => {
                     names.push(v.name)

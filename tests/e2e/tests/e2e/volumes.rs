@@ -845,3 +845,60 @@ fn volume_prune_takes_anonymous_ones_unless_all_and_honours_labels() {
         "{events}"
     );
 }
+
+/// As with moby 23+, `volume create` without a name makes an anonymous volume, which a plain
+/// `volume prune` removes; a container that mounted it by name does not take it along on
+/// `rm -v`, while a container's own anonymous volume goes with it.
+#[test]
+fn unnamed_volume_create_is_anonymous_but_kept_by_rm_v_when_mounted_by_name() {
+    let d = daemon_or_skip!(daemon_with_busybox());
+    let id = d
+        .berth(&["volume", "create"])
+        .ok("volume create without a name");
+    let labels = d
+        .berth(&["volume", "inspect", "-f", "{{json .Labels}}", &id])
+        .ok("volume inspect");
+    assert!(labels.contains("com.docker.volume.anonymous"), "{labels}");
+    let mounted = format!("{id}:/data");
+    d.berth(&[
+        "run", "-d", "--name", "byname", "-v", &mounted, "-v", "/own", "busybox", "sleep", "60",
+    ])
+    .ok("run with the volume by name and an anonymous one");
+    let own = d.inspect_container("byname")["Mounts"]
+        .as_array()
+        .expect("Mounts")
+        .iter()
+        .find(|m| m["Destination"] == "/own")
+        .and_then(|m| m["Name"].as_str())
+        .expect("the /own volume")
+        .to_string();
+    d.berth(&["rm", "-f", "-v", "byname"]).ok("rm -f -v");
+    let names = volume_names(&d);
+    assert!(
+        names.contains(&id),
+        "rm -v removed the volume mounted by name: {names:?}"
+    );
+    assert!(
+        !names.contains(&own),
+        "rm -v kept the container's own anonymous volume: {names:?}"
+    );
+    d.berth(&["volume", "prune", "-f"]).ok("volume prune");
+    let names = volume_names(&d);
+    assert!(
+        !names.contains(&id),
+        "prune kept the unused anonymous volume: {names:?}"
+    );
+    if docker_available() {
+        let id = d
+            .docker(&["volume", "create"])
+            .expect("docker")
+            .ok("docker volume create");
+        d.docker(&["volume", "prune", "-f"])
+            .expect("docker")
+            .ok("docker volume prune");
+        assert!(
+            !volume_names(&d).contains(&id),
+            "docker volume prune kept {id}"
+        );
+    }
+}
