@@ -156,24 +156,14 @@ impl Daemon {
         let _guard = target.op_lock.lock().await;
         let resolver_before = self.networks.resolver(&target.id);
         let (endpoint, spec) = {
-            let mut guard = self.networks.lock();
-            let state = &mut *guard;
-            let c = state.containers.get_mut(&target.id);
-            let Some(index) = c
-                .as_ref()
-                .and_then(|c| c.endpoints.iter().position(|e| e.network_id == record.id))
-            else {
+            let mut state = self.networks.lock();
+            let Some(endpoint) = state.take_endpoint(&target.id, &record.id) else {
                 return Err(ServiceError::conflict(format!(
                     "container {} is not connected to network {}",
                     target.id, record.name
                 )));
             };
-            let c = c.expect("position found an endpoint");
-            let endpoint = c.endpoints.remove(index);
-            let net = state.networks.get_mut(&record.id).expect("found above");
-            if let Some(ip) = endpoint.address {
-                net.addresses.release(ip);
-            }
+            let net = state.networks.get(&record.id).expect("found above");
             (endpoint, net.record.spec(*net.addresses.config()))
         };
         if let Some(address) = endpoint.address {
@@ -202,28 +192,20 @@ impl Daemon {
     ) -> ServiceResult<()> {
         let live: Vec<String> = self.containers.all().iter().map(|c| c.id.clone()).collect();
         let found = {
-            let mut guard = self.networks.lock();
-            let state = &mut *guard;
-            let mut stale = state.containers.iter_mut().filter(|(id, c)| {
+            let mut state = self.networks.lock();
+            let mut stale = state.containers.iter().filter(|(id, c)| {
                 !reference.is_empty()
                     && id.starts_with(reference)
                     && !live.contains(id)
                     && c.endpoints.iter().any(|e| e.network_id == network.id)
             });
-            match (stale.next(), stale.next()) {
-                (Some((id, c)), None) => {
-                    let id = id.clone();
-                    let endpoint = c
-                        .endpoints
-                        .iter()
-                        .position(|e| e.network_id == network.id)
-                        .map(|i| c.endpoints.remove(i))
-                        .expect("filtered on an endpoint here");
-                    let now_empty = c.endpoints.is_empty();
-                    let net = state.networks.get_mut(&network.id);
-                    if let (Some(ip), Some(net)) = (endpoint.address, net) {
-                        net.addresses.release(ip);
-                    }
+            match (stale.next().map(|(id, _)| id.clone()), stale.next()) {
+                (Some(id), None) => {
+                    state.take_endpoint(&id, &network.id);
+                    let now_empty = state
+                        .containers
+                        .get(&id)
+                        .is_none_or(|c| c.endpoints.is_empty());
                     if now_empty {
                         state.containers.remove(&id);
                     }

@@ -67,6 +67,18 @@ struct NetworkState {
 }
 
 impl NetworkState {
+    /// Takes `container`'s endpoint on `network_id` out of the state and gives its address
+    /// back to the network; `None` when the container has no endpoint there.
+    fn take_endpoint(&mut self, container: &str, network_id: &str) -> Option<Endpoint> {
+        let endpoints = &mut self.containers.get_mut(container)?.endpoints;
+        let index = endpoints.iter().position(|e| e.network_id == network_id)?;
+        let endpoint = endpoints.remove(index);
+        if let (Some(ip), Some(net)) = (endpoint.address, self.networks.get_mut(network_id)) {
+            net.addresses.release(ip);
+        }
+        Some(endpoint)
+    }
+
     /// Gives `endpoint` its address on its network (`--ip` if it asked for one) and returns
     /// the network's spec with it.
     fn assign_address(
