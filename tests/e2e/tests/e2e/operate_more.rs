@@ -9,11 +9,11 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth_e2e::fixtures::RawTar;
 use berth_e2e::{OutputExt, TestDaemon, docker_available, wait_until};
 
 use crate::util::{
-    daemon_or_skip, daemon_with_busybox, inspect_field, is_id, lines, wait_for_status,
+    build_via_api, daemon_or_skip, daemon_with_busybox, inspect_field, is_id, lines,
+    wait_for_status,
 };
 
 /// ctrl-p ctrl-q, the default detach keys.
@@ -491,23 +491,6 @@ fn operate_more_docker_cli_commit() {
     out.expect_failure("docker commit to an invalid name");
 }
 
-/// A build with one RUN step, so the build cache has an entry; returns the image ID.
-fn build_with_cache(d: &TestDaemon, tag: &str) -> String {
-    let mut tar = RawTar::new();
-    tar.file("Dockerfile", 0o644, b"FROM busybox\nRUN echo cached > /c\n");
-    let r = d.api(
-        "POST",
-        &format!("/build?t={tag}"),
-        Some(("application/x-tar", &tar.finish())),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(!r.text().contains("errorDetail"), "{}", r.text());
-    d.inspect_image(tag).expect("the built image")["Id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn build_cache_count(d: &TestDaemon) -> usize {
     let r = d.api("GET", "/system/df", None);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -524,7 +507,7 @@ fn operate_more_system_prune_all() {
     let stopped = inspect_field(&d, "stopped", "{{.Id}}");
     d.berth(&["network", "create", "prunenet"])
         .ok("network create");
-    let built = build_with_cache(&d, "built:1");
+    let built = build_via_api(&d, "built:1", "FROM busybox\nRUN echo cached > /c\n");
     assert!(build_cache_count(&d) > 0, "the build left cache entries");
 
     // Without -f it asks first, and "n" leaves everything in place.

@@ -14,9 +14,11 @@ use berth_e2e::{OutputExt, TestDaemon, docker_available, find_on_path, wait_unti
 use crate::util::{daemon_or_skip, daemon_with_busybox};
 
 /// A registry process on a free loopback port, killed (by its PID) when dropped.
-struct Registry {
+/// A registry process on a free loopback port, killed (by its PID) when dropped; other test
+/// modules use it too.
+pub(crate) struct Registry {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     _dir: tempfile::TempDir,
 }
 
@@ -57,7 +59,7 @@ impl Drop for Registry {
 }
 
 /// A berth-registry on a free port, with extra `serve` flags.
-fn berth_registry(extra: &[String]) -> Registry {
+pub(crate) fn berth_registry(extra: &[String]) -> Registry {
     let program = berth_e2e::bin_dir().join("berth-registry");
     let extra = extra.to_vec();
     Registry::start(&program, move |addr, dir| {

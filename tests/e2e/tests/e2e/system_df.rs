@@ -2,38 +2,20 @@
 //! CLI against the same daemon, the images' `SharedSize`, `type=` on `GET /system/df`, and
 //! `volume prune` for clients older than API 1.42.
 
-use berth_e2e::fixtures::RawTar;
 use berth_e2e::{OutputExt, TestDaemon};
 
-use crate::util::{daemon_or_skip, daemon_with_busybox};
-
-/// Builds `dockerfile` as `tag` through the API and returns the image ID.
-fn build(d: &TestDaemon, tag: &str, dockerfile: &str) -> String {
-    let mut tar = RawTar::new();
-    tar.file("Dockerfile", 0o644, dockerfile.as_bytes());
-    let r = d.api(
-        "POST",
-        &format!("/build?t={tag}"),
-        Some(("application/x-tar", &tar.finish())),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(!r.text().contains("errorDetail"), "{}", r.text());
-    d.inspect_image(tag).expect("the built image")["Id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
+use crate::util::{build_via_api, daemon_or_skip, daemon_with_busybox};
 
 /// Two images on busybox's layer, a running container using a volume with data, a stopped
 /// container with a written file, an unused anonymous volume, and build cache entries that
 /// no image ends on.
 fn populate(d: &TestDaemon) {
-    build(
+    build_via_api(
         d,
         "dfa:1",
         "FROM busybox\nRUN echo one > /one\nRUN head -c 3000 /dev/zero > /a\n",
     );
-    build(
+    build_via_api(
         d,
         "dfb:1",
         "FROM busybox\nRUN echo two > /two\nRUN head -c 7000 /dev/zero > /b\n",

@@ -60,3 +60,20 @@ pub fn interfaces(proc_net_dev: &str) -> Vec<String> {
 pub fn is_id(text: &str) -> bool {
     berth_e2e::cleanup::is_full_id(text.strip_prefix("sha256:").unwrap_or(text))
 }
+
+/// Builds `dockerfile` as `tag` through the API and returns the image ID.
+pub fn build_via_api(d: &TestDaemon, tag: &str, dockerfile: &str) -> String {
+    let mut tar = berth_e2e::fixtures::RawTar::new();
+    tar.file("Dockerfile", 0o644, dockerfile.as_bytes());
+    let r = d.api(
+        "POST",
+        &format!("/build?t={tag}"),
+        Some(("application/x-tar", &tar.finish())),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("errorDetail"), "{}", r.text());
+    d.inspect_image(tag).expect("the built image")["Id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -3,13 +3,11 @@
 //! records, as moby's archives carry them, and images keep them.
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use berth_e2e::{OutputExt, TestDaemon, wait_until};
+use berth_e2e::{OutputExt, TestDaemon};
 
+use crate::registry::berth_registry;
 use crate::util::{daemon_or_skip, daemon_with_busybox};
 
 /// `cap_net_raw+ep` as `setcap` writes it (VFS_CAP_REVISION_2, effective).
@@ -66,45 +64,6 @@ fn copy_out(d: &TestDaemon, container: &str, name: &str) -> std::path::PathBuf {
     out.join("src")
 }
 
-/// A berth-registry on a free loopback port, killed (by its PID) when dropped.
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().expect("registry dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(berth_e2e::bin_dir().join("berth-registry"))
-            .args(["serve", "--addr", &addr, "--root", path_str(dir.path())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start berth-registry");
-        wait_until(Duration::from_secs(10), "registry to listen", || {
-            std::net::TcpStream::connect(&addr).is_ok()
-        });
-        Registry {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `cp` into a running container keeps the attributes, `cp` out brings them back; `commit`
 /// stores them in the layer, a container of the new image has them (read from its
 /// freshly mounted layers), and so does the image pushed and pulled into another daemon.
@@ -136,7 +95,7 @@ fn xattrs_survive_cp_commit_and_push_pull() {
         "the committed image",
     );
 
-    let registry = Registry::start();
+    let registry = berth_registry(&[]);
     let remote = format!("{}/e2e/xattr:1", registry.addr);
     d.berth(&["tag", "xattr-img:1", &remote]).ok("tag");
     d.berth(&["push", &remote]).ok("push");
